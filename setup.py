@@ -1,0 +1,28 @@
+"""vidxai: dataset-scale visual explanations (AOSA) for video classifiers on Apache Beam."""
+
+from setuptools import find_packages, setup
+
+REQUIREMENTS = [
+    "apache-beam==2.77.0",  # not the [torch]/[ml-cpu] extras: they conflict with torch 2.14
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "opencv-python-headless>=4.9",
+    "pyarrow>=14,<26",
+    "numpy>=1.24,<2.5",
+    "safetensors>=0.4",
+    "tqdm>=4.60",
+]
+
+setup(
+    name="vidxai",
+    version="0.1.0",
+    description="Adaptive occlusion sensitivity analysis (AOSA) for 3D-CNN video classifiers, on Beam",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
+                                    "models", "models.*"]),
+    package_data={"models": ["data/*.txt"]},
+    py_modules=["run_pipeline"],
+    install_requires=REQUIREMENTS,
+    extras_require={"test": ["pytest>=7", "ruff>=0.4"]},
+    entry_points={"console_scripts": ["vidxai=run_pipeline:main"]},
+)
