@@ -1,0 +1,138 @@
+"""Decode a clip with OpenCV: temporal sampling, resize of the short side, centre crop.
+
+The clip stays ``uint8`` RGB until scoring. The spatial transform (scale, then crop offset) is
+returned with the frames so that annotations (boxes) can be mapped to the same pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+class ClipError(ValueError):
+    """A clip cannot be used; the message names the clip and the reason."""
+
+
+@dataclass(frozen=True)
+class DecodedClip:
+    """Frames of one clip in model-input pixels.
+
+    Attributes:
+        frames: uint8 (T, size, size, 3), RGB.
+        scale: resize factor applied to the source frames.
+        offset: (x, y) of the crop's top-left corner in resized pixels.
+        source_size: (width, height) of the source video.
+        fps: frames per second the container reports (0 when unknown).
+        frame_indices: source frame index of each of the T frames.
+    """
+
+    frames: np.ndarray
+    scale: float
+    offset: tuple[int, int]
+    source_size: tuple[int, int]
+    fps: float
+    frame_indices: tuple[int, ...]
+
+
+def resize_and_crop(frame: np.ndarray, size: int, resize_ratio: float = 1.0
+                    ) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Resize so that the short side is ``round(size * resize_ratio)``, then centre-crop.
+
+    Args:
+        frame: uint8 (H, W, 3).
+        size: side of the square output.
+        resize_ratio: short side before cropping, relative to ``size`` (>= 1).
+
+    Returns:
+        (uint8 (size, size, 3), scale, (x0, y0) crop offset in resized pixels)
+    """
+    h, w = frame.shape[:2]
+    short = max(size, int(round(size * resize_ratio)))
+    scale = short / min(h, w)
+    nw, nh = max(size, int(round(w * scale))), max(size, int(round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(frame, (nw, nh), interpolation=interp)
+    x0, y0 = (nw - size) // 2, (nh - size) // 2
+    return resized[y0:y0 + size, x0:x0 + size], scale, (x0, y0)
+
+
+def sample_indices(start_frame: int, num_frames: int, frame_stride: int) -> list[int]:
+    """Source frame indices of a clip: ``start, start + stride, ...`` (``num_frames`` of them)."""
+    return [start_frame + k * frame_stride for k in range(num_frames)]
+
+
+def decode_clip(
+    path: str,
+    start_frame: int,
+    num_frames: int,
+    size: int,
+    resize_ratio: float = 1.0,
+    frame_stride: int = 1,
+) -> DecodedClip:
+    """Read ``num_frames`` frames from ``path`` starting at ``start_frame``.
+
+    Frames are read sequentially (seeking is unreliable in many codecs) up to the last needed one.
+
+    Raises:
+        ClipError: the file is missing, empty, not a video, or shorter than needed.
+    """
+    if start_frame < 0 or num_frames < 1 or frame_stride < 1:
+        raise ClipError(f"{path}: bad sampling start={start_frame} frames={num_frames} "
+                        f"stride={frame_stride}")
+    if not os.path.exists(path):
+        raise ClipError(f"{path}: file does not exist")
+    if os.path.getsize(path) == 0:
+        raise ClipError(f"{path}: file is empty (0 bytes)")
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            raise ClipError(f"{path}: OpenCV cannot open it as a video (corrupt or unknown format)")
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        wanted = sample_indices(start_frame, num_frames, frame_stride)
+        wanted_set, last = set(wanted), wanted[-1]
+        frames: list[np.ndarray] = []
+        scale, offset, source_size = 1.0, (0, 0), (0, 0)
+        index = 0
+        while index <= last:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                break
+            if index in wanted_set:
+                source_size = (bgr.shape[1], bgr.shape[0])
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                crop, scale, offset = resize_and_crop(rgb, size, resize_ratio)
+                frames.append(crop)
+            index += 1
+    finally:
+        cap.release()
+    if not frames and index == 0:
+        raise ClipError(f"{path}: no frame could be decoded (corrupt or not a video)")
+    if len(frames) < num_frames:
+        raise ClipError(f"{path}: too few frames: needs frames {wanted[0]}..{last} "
+                        f"(stride {frame_stride}) but the video has only {index} readable frames")
+    return DecodedClip(np.stack(frames), scale, offset, source_size, fps, tuple(wanted))
+
+
+def map_boxes(
+    boxes: Sequence[Sequence[float] | None],
+    scale: float,
+    offset: tuple[int, int],
+) -> list[list[float] | None]:
+    """Map per-frame boxes ``[x0, y0, x1, y1]`` from source pixels to crop pixels.
+
+    Boxes are not clipped here (the metric validates and clips them); ``None`` stays ``None``.
+    """
+    ox, oy = offset
+    out: list[list[float] | None] = []
+    for box in boxes:
+        if box is None:
+            out.append(None)
+            continue
+        x0, y0, x1, y1 = (float(v) for v in box)
+        out.append([x0 * scale - ox, y0 * scale - oy, x1 * scale - ox, y1 * scale - oy])
+    return out
