@@ -1,0 +1,132 @@
+"""Model scoring on the device: preprocessing, batched forwards, with or without gradients.
+
+One :class:`Scorer` owns a network, its preprocessing and the device policy. Every method and
+metric feeds it batches of model inputs (and counts its own passes: a Scorer is shared by the
+threads of a worker). Gradient methods call :meth:`Scorer.target_scores` with ``grad=True`` and
+backpropagate themselves (nothing here forces ``no_grad``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.registry import ModelSpec, build_model
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for a precision name, or None for plain fp32.
+
+    ``auto`` is fp16 autocast on CUDA and fp32 on CPU (bf16 on CPU is opt-in: it is fast only on
+    CPUs with native bf16 and changes logits by ~1e-3).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 autocast needs a CUDA device; use bf16 or fp32 on CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+@dataclass
+class Scorer:
+    """A network ready to score batches of clips.
+
+    Attributes:
+        model: the network in eval mode on ``device``.
+        spec: its registry entry (preprocessing).
+        device: where inputs, masks and the model live.
+        amp_dtype: autocast dtype, or None for fp32.
+    """
+
+    model: nn.Module
+    spec: ModelSpec
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    _mean: torch.Tensor = field(init=False, repr=False)
+    _std: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.model = self.model.to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # input gradients still flow; weights are never trained here
+        shape = (3, 1, 1, 1)
+        self._mean = torch.tensor(self.spec.mean, device=self.device).view(shape)
+        self._std = torch.tensor(self.spec.std, device=self.device).view(shape)
+
+    def to_input(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (T, H, W, 3) RGB → normalised float32 (3, T, H, W) on the device."""
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected uint8 (T, H, W, 3) frames, got {frames.dtype} "
+                             f"{frames.shape}")
+        t = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        x = t.permute(3, 0, 1, 2).float().div_(255.0)
+        return (x - self._mean) / self._std
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) → float32 logits (B, num_classes); differentiable w.r.t. ``x``."""
+        if x.ndim != 5 or x.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, T, H, W) batch, got {tuple(x.shape)}")
+        if self.amp_dtype is None:
+            return self.model(x).float()
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
+            return self.model(x).float()
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities (B, num_classes)."""
+        return torch.softmax(self.logits(x), dim=1)
+
+    def target_scores(self, x: torch.Tensor, target: int, grad: bool = False) -> torch.Tensor:
+        """Softmax probability of class ``target`` for each input: (B,).
+
+        With ``grad=False`` runs under ``torch.inference_mode``; with ``grad=True`` the result
+        is differentiable with respect to ``x``.
+        """
+        if grad:
+            return self.probs(x)[:, target]
+        with torch.inference_mode():
+            return self.probs(x)[:, target]
+
+
+# One network per (model, checkpoint, device, ...) per process: DoFn instances on the same worker
+# share it (beam.utils.shared.Shared does the same across bundles; this also covers threads).
+_CACHE: dict[tuple, Scorer] = {}
+_LOCK = threading.Lock()
+
+
+def load_scorer(model: str, checkpoint: str | None, device: str, precision: str,
+                num_classes: int | None = None, seed: int = 0, cache_dir: str | None = None,
+                threads: int = 0) -> Scorer:
+    """Build (once per process) the :class:`Scorer` for these settings."""
+    key = (model, checkpoint, device, precision, num_classes, seed, cache_dir)
+    with _LOCK:
+        if key not in _CACHE:
+            if threads > 0:
+                torch.set_num_threads(threads)
+            dev = resolve_device(device)
+            net, spec = build_model(model, checkpoint, num_classes, seed,
+                                    None if cache_dir is None else Path(cache_dir))
+            _CACHE[key] = Scorer(net, spec, dev, resolve_precision(precision, dev))
+        return _CACHE[key]
+
