@@ -136,3 +136,60 @@ def map_boxes(
         x0, y0, x1, y1 = (float(v) for v in box)
         out.append([x0 * scale - ox, y0 * scale - oy, x1 * scale - ox, y1 * scale - oy])
     return out
+
+
+def clip_boxes(
+    boxes: Sequence[Sequence[float] | None],
+    frame_indices: Sequence[int],
+    source_size: tuple[int, int],
+    scale: float,
+    offset: tuple[int, int],
+    size: int,
+) -> list[list[float] | None]:
+    """The boxes of a clip's frames in model-input pixels.
+
+    ``boxes`` has one entry per *video* frame (source pixels). Each box is validated against the
+    source frame; a box that the centre crop cuts away entirely becomes None (not visible).
+
+    Raises:
+        ValueError: too few boxes for the clip's frames, or a malformed / outside box.
+    """
+    from transforms.metrics import validate_boxes  # metrics owns the box rules
+
+    last = max(frame_indices)
+    if len(boxes) <= last:
+        raise ValueError(f"annotation has {len(boxes)} boxes but the clip uses video frames up "
+                         f"to {last}")
+    width, height = source_size
+    chosen = validate_boxes([boxes[i] for i in frame_indices], (len(frame_indices), height, width))
+    out: list[list[float] | None] = []
+    for box in map_boxes(chosen, scale, offset):
+        if box is not None and (box[2] <= 0 or box[3] <= 0 or box[0] >= size or box[1] >= size):
+            box = None
+        out.append(box)
+    return out
+
+
+# --- Beam wrapper ---
+
+from pipeline.records import ClipData, ClipRef  # noqa: E402
+from transforms.deadletter import DeadLetterFn  # noqa: E402
+
+
+class DecodeFn(DeadLetterFn):
+    """ClipRef → ClipData (frames uint8 in model-input pixels, boxes mapped alongside)."""
+
+    stage = "decode"
+
+    def __init__(self, num_frames: int, size: int, resize_ratio: float, frame_stride: int):
+        self.num_frames, self.size = num_frames, size
+        self.resize_ratio, self.frame_stride = resize_ratio, frame_stride
+
+    def apply(self, ref: ClipRef):
+        clip = decode_clip(ref.video, ref.start_frame, self.num_frames, self.size,
+                           self.resize_ratio, self.frame_stride)
+        boxes = None
+        if ref.boxes is not None:
+            boxes = tuple(clip_boxes(ref.boxes, clip.frame_indices, clip.source_size,
+                                     clip.scale, clip.offset, self.size))
+        yield ClipData(ref, clip.frames, boxes)

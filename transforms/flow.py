@@ -48,3 +48,21 @@ def farneback_flow(frames: np.ndarray, params: FlowParams | None = None) -> np.n
             gray[t], gray[t + 1], None, params.pyr_scale, params.levels, params.winsize,
             params.iterations, params.poly_n, params.poly_sigma, params.flags)
     return out
+
+
+# --- Beam wrapper ---
+
+from pipeline.records import ClipData, ClipFlow  # noqa: E402
+from transforms.deadletter import DeadLetterFn  # noqa: E402
+
+
+class FlowFn(DeadLetterFn):
+    """ClipData → ClipFlow (Farneback flow between consecutive frames)."""
+
+    stage = "flow"
+
+    def __init__(self, params: FlowParams | None = None):
+        self.params = params or FlowParams()
+
+    def apply(self, clip: ClipData):
+        yield ClipFlow(clip, farneback_flow(clip.frames, self.params))

@@ -295,7 +295,7 @@ def _clip_box(box: Box, height: int, width: int, frame: int) -> tuple[float, flo
     return max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
 
 
-def _validate_boxes(
+def validate_boxes(
     boxes: Sequence[Box | None], shape: tuple[int, ...]
 ) -> list[tuple[float, float, float, float] | None]:
     """Check the box count against ``shape = (T, H, W)`` and validate / clip every box."""
@@ -348,7 +348,7 @@ def pointing_game(
         raise ValueError(f"saliency must have shape (T, H, W), got {sal.shape}")
     if not math.isfinite(radius) or radius < 0:
         raise ValueError(f"radius must be finite and >= 0, got {radius}")
-    clipped = _validate_boxes(boxes, sal.shape)
+    clipped = validate_boxes(boxes, sal.shape)
     if not np.isfinite(sal).all():
         raise ValueError("saliency contains non-finite values")
     per_frame: list[bool | None] = []
@@ -396,7 +396,7 @@ def box_oracle_map(shape: tuple[int, int, int], boxes: Sequence[Box | None]) -> 
         float32 ``(T, H, W)``.
     """
     out = np.zeros(shape, dtype=np.float32)
-    for t, box in enumerate(_validate_boxes(boxes, tuple(shape))):
+    for t, box in enumerate(validate_boxes(boxes, tuple(shape))):
         if box is not None:
             x0, y0, x1, y1 = box
             out[t, math.floor(y0) : math.ceil(y1), math.floor(x0) : math.ceil(x1)] = 1.0

@@ -210,3 +210,22 @@ def tubes_from_frames(frames: np.ndarray, stride: int, box_hw: tuple[int, int], 
 def num_anchors(height: int, width: int, stride: int) -> int:
     """N for a frame size and stride (ceil((side - s/2) / s) per axis)."""
     return math.ceil((height - stride / 2) / stride) * math.ceil((width - stride / 2) / stride)
+
+
+# --- Beam wrapper ---
+
+from pipeline.records import ClipFlow, ClipTubes  # noqa: E402
+from transforms.deadletter import DeadLetterFn  # noqa: E402
+
+
+class TubesFn(DeadLetterFn):
+    """ClipFlow → ClipTubes (the flow is dropped here: tubes are all later stages need)."""
+
+    stage = "tubes"
+
+    def __init__(self, stride: int, box_size: int, topk: int):
+        self.stride, self.box_size, self.topk = stride, box_size, topk
+
+    def apply(self, item: ClipFlow):
+        tubes = build_tubes(item.flow, self.stride, (self.box_size, self.box_size), self.topk)
+        yield ClipTubes(item.clip, tubes)

@@ -1,0 +1,159 @@
+"""The clip list: a directory of videos, a glob, or a CSV / JSONL manifest.
+
+Manifest columns: ``video`` (path or URI; relative paths are relative to the manifest),
+optional ``label`` (class index or class name), ``start_frame`` (default 0) and ``boxes``
+(JSON list, one ``[x0, y0, x1, y1]`` or ``null`` per frame of the video, source pixels).
+A malformed manifest row becomes an :class:`ErrorRecord`, never a crash.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import posixpath
+from collections.abc import Iterator, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.records import ClipRef, ErrorRecord, make_clip_id
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv")
+MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson")
+
+
+def is_manifest(spec: str) -> bool:
+    return spec.lower().endswith(MANIFEST_EXTENSIONS)
+
+
+def list_videos(spec: str) -> list[str]:
+    """Video paths under a directory (recursively) or matching a glob, sorted."""
+    if os.path.isdir(spec):
+        found = [os.path.join(root, f) for root, _, files in os.walk(spec) for f in files]
+    elif "://" in spec and not any(c in spec for c in "*?["):
+        found = [m.path for r in FileSystems.match([spec.rstrip("/") + "/**"])
+                 for m in r.metadata_list]
+    else:
+        found = [m.path for r in FileSystems.match([spec]) for m in r.metadata_list]
+    return sorted(p for p in found if p.lower().endswith(VIDEO_EXTENSIONS))
+
+
+def _resolve(video: str, manifest: str) -> str:
+    if "://" in video or os.path.isabs(video):
+        return video
+    base = posixpath.dirname(manifest) if "://" in manifest else os.path.dirname(manifest)
+    return posixpath.join(base, video) if "://" in manifest else os.path.join(base, video)
+
+
+def _label(value, class_names: Sequence[str] | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        return int(value)
+    if class_names and value in class_names:
+        return list(class_names).index(value)
+    raise ValueError(f"label {value!r} is neither a class index nor a known class name")
+
+
+def _boxes(value) -> tuple | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, list):
+        raise ValueError("boxes must be a JSON list with one [x0, y0, x1, y1] or null per frame")
+    out = []
+    for i, b in enumerate(value):
+        if b is not None and (not isinstance(b, list) or len(b) != 4):
+            raise ValueError(f"box of frame {i} must be [x0, y0, x1, y1] or null, got {b!r}")
+        out.append(None if b is None else tuple(float(v) for v in b))
+    return tuple(out)
+
+
+def _manifest_rows(path: str) -> Iterator[tuple[int, dict | Exception]]:
+    with FileSystems.open(path) as fh:
+        text = io.TextIOWrapper(fh, encoding="utf-8")
+        if path.lower().endswith(".csv"):
+            for n, row in enumerate(csv.DictReader(text), start=2):
+                yield n, row
+            return
+        for n, line in enumerate(text, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                yield n, obj if isinstance(obj, dict) else ValueError("row is not a JSON object")
+            except json.JSONDecodeError as exc:
+                yield n, exc
+
+
+def read_manifest(path: str, num_frames: int, frame_stride: int,
+                  class_names: Sequence[str] | None = None) -> Iterator[ClipRef | ErrorRecord]:
+    """ClipRefs of a CSV / JSONL manifest; bad rows become ErrorRecords (stage ``list``)."""
+    for line, row in _manifest_rows(path):
+        where = f"{path}:{line}"
+        try:
+            if isinstance(row, Exception):
+                raise ValueError(f"unreadable row: {row}")
+            if not row.get("video"):
+                raise ValueError("row has no 'video'")
+            video = _resolve(str(row["video"]), path)
+            start = int(row.get("start_frame") or 0)
+            if start < 0:
+                raise ValueError(f"start_frame must be >= 0, got {start}")
+            yield ClipRef(make_clip_id(video, start, num_frames, frame_stride), video, start,
+                          _label(row.get("label"), class_names), _boxes(row.get("boxes")))
+        except (ValueError, TypeError, json.JSONDecodeError) as exc:
+            yield ErrorRecord.of(make_clip_id(where, 0, num_frames, frame_stride), where,
+                                 "list", exc)
+
+
+def list_clips(spec: str, num_frames: int, frame_stride: int = 1,
+               class_names: Sequence[str] | None = None) -> Iterator[ClipRef | ErrorRecord]:
+    """Everything ``--input`` names, as ClipRefs (and ErrorRecords for bad manifest rows).
+
+    Raises:
+        ValueError: the input names nothing (missing manifest, empty directory or glob).
+    """
+    if is_manifest(spec):
+        if not FileSystems.exists(spec):
+            raise ValueError(f"--input manifest {spec} does not exist")
+        yield from read_manifest(spec, num_frames, frame_stride, class_names)
+        return
+    videos = list_videos(spec)
+    if not videos:
+        raise ValueError(f"--input {spec} names no video files ({', '.join(VIDEO_EXTENSIONS)})")
+    for video in videos:
+        yield ClipRef(make_clip_id(video, 0, num_frames, frame_stride), video)
+
+
+class ListClips(beam.PTransform):
+    """``--input`` → PCollection of ClipRef (main) and ErrorRecord (tag ``errors``).
+
+    The listing runs on a worker (so remote file systems are listed where they are read) and
+    is followed by a Reshuffle so that clips spread over workers.
+    """
+
+    def __init__(self, spec: str, num_frames: int, frame_stride: int,
+                 class_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.spec, self.num_frames, self.frame_stride = spec, num_frames, frame_stride
+        self.class_names = list(class_names) if class_names else None
+
+    def expand(self, pbegin):
+        def emit(spec):
+            for item in list_clips(spec, self.num_frames, self.frame_stride, self.class_names):
+                beam.metrics.Metrics.counter("vidxai", "clips_in").inc()
+                if isinstance(item, ErrorRecord):
+                    beam.metrics.Metrics.counter("vidxai", "clips_failed").inc()
+                    yield beam.pvalue.TaggedOutput("errors", item)
+                else:
+                    yield item
+
+        listed = (pbegin
+                  | "Input" >> beam.Create([self.spec])
+                  | "Expand" >> beam.FlatMap(emit).with_outputs("errors", main="clips"))
+        clips = listed.clips | "Spread" >> beam.Reshuffle()
+        return clips, listed.errors
