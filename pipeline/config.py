@@ -56,14 +56,14 @@ class RunConfig:
     def resolve(self) -> RunConfig:
         """Fill the model-dependent defaults and validate; ValueError with one-line reasons."""
         spec = get_spec(self.model)  # raises for unknown models
-        size = self.size or spec.input_size
-        stride = self.stride or max(1, size // 14)
+        size = spec.input_size if self.size is None else self.size
+        stride = max(1, size // 14) if self.stride is None else self.stride
         cfg = dataclasses.replace(
             self,
             size=size,
-            num_frames=self.num_frames or spec.num_frames,
+            num_frames=spec.num_frames if self.num_frames is None else self.num_frames,
             stride=stride,
-            box_size=self.box_size or 2 * stride,
+            box_size=2 * stride if self.box_size is None else self.box_size,
             pointing_radius=(self.pointing_radius if self.pointing_radius is not None
                              else 7.0 * size / 112),
             methods=tuple(m.strip() for m in self.methods if m.strip()),
@@ -72,7 +72,7 @@ class RunConfig:
         return cfg
 
     def _validate(self, spec: ModelSpec) -> None:
-        assert self.size and self.num_frames and self.stride and self.box_size
+        assert None not in (self.size, self.num_frames, self.stride, self.box_size)
         checks = [
             (self.size >= 8, f"--size must be >= 8, got {self.size}"),
             (self.num_frames >= max(2, spec.min_frames),

@@ -1,0 +1,142 @@
+"""End to end on FnApiRunner: real video files in, Parquet read back with pyarrow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import run_pipeline
+from tests.conftest import write_manifest
+
+SMALL = ["--model", "tiny", "--size", "24", "--num-frames", "8", "--stride", "6",
+         "--topk", "2", "--batch-size", "5", "--metric-steps", "4", "--device", "cpu"]
+
+
+def read_dir(path: Path):
+    files = sorted(path.glob("*.parquet"))
+    assert files, f"no parquet files in {path}"
+    return [pq.read_table(f) for f in files]
+
+
+def rows(path: Path) -> list[dict]:
+    return [r for t in read_dir(path) for r in t.to_pylist()]
+
+
+def test_directory_run_writes_maps_metrics_and_dead_letters(tmp_path, video_dir, bad_inputs):
+    # Bad files sit next to the good ones; the missing path comes through a manifest below.
+    for name in ("zero", "text", "truncated", "short"):
+        bad_inputs[name].rename(video_dir / bad_inputs[name].name)
+    out = tmp_path / "out"
+    info = run_pipeline.run(["--input", str(video_dir), "--output", str(out),
+                             "--methods", "aosa,aosa_sgl", *SMALL])
+    assert info["counts"] == {"clips_in": 7, "clips_written": 3, "clips_failed": 4}
+    assert info["counts_consistent"]
+
+    tables = read_dir(out / "saliency")
+    sal_type = tables[0].schema.field("saliency").type
+    assert str(sal_type.value_type) == "halffloat" and list(sal_type.shape) == [8, 24, 24]
+    sal = [r for t in tables for r in t.to_pylist()]
+    assert len(sal) == 6 and {r["method"] for r in sal} == {"aosa", "aosa_sgl"}
+    maps = np.concatenate([t.column("saliency").combine_chunks().to_numpy_ndarray()
+                           for t in tables])
+    assert maps.shape == (6, 8, 24, 24) and np.isfinite(maps).all()
+    for r, m in zip(sal, maps, strict=True):
+        assert r["map_shape"] == [8, 24, 24] and r["target_source"] == "predicted"
+        assert r["map_max"] == pytest.approx(float(m.max()), rel=1e-2, abs=1e-4)
+        assert len(r["config_hash"]) == 16
+
+    met = rows(out / "metrics")
+    assert len(met) == 6
+    for r in met:
+        assert 0 <= r["deletion_auc"] <= 1 and 0 <= r["insertion_auc"] <= 1
+        assert len(r["deletion_curve"]) == 5 and r["metric_forward_passes"] == 10
+        assert r["forward_passes"] == 16 + 1  # N = (24/6)^2 masks + the base forward
+        assert r["spt_rate"] is None  # no boxes given
+        assert r["predicted"] == r["top5"][0]["class"]
+    assert {(r["clip_id"], r["method"]) for r in met} == {(r["clip_id"], r["method"])
+                                                         for r in sal}
+
+    errors = {Path(r["video"]).name: r for r in rows(out / "errors")}
+    assert set(errors) == {"zero.mp4", "text.mp4", "truncated.avi", "short.avi"}
+    assert "empty" in errors["zero.mp4"]["message"]
+    assert "cannot open" in errors["text.mp4"]["message"]
+    assert "too few frames" in errors["short.avi"]["message"]
+    assert all(e["stage"] == "decode" and e["clip_id"] for e in errors.values())
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["config_hash"] == sal[0]["config_hash"] and run["versions"]["apache_beam"]
+
+
+def test_manifest_labels_boxes_and_bad_rows(tmp_path, video_dir, bad_inputs):
+    good = sorted(video_dir.glob("*.avi"))
+    boxes = [[10, 10, 30, 20]] * 12  # source pixels (48 wide, 40 high)
+    manifest = write_manifest(tmp_path / "clips.jsonl", [
+        {"video": str(good[0]), "label": 1, "boxes": boxes},
+        {"video": str(good[1].relative_to(tmp_path)), "label": 2, "start_frame": 2},
+        {"video": str(bad_inputs["missing"]), "label": 0},
+        {"video": str(good[2]), "label": 0, "boxes": [[10, 10, 30, 20]] * 5},  # too few boxes
+        {"video": str(good[2]), "label": 0, "boxes": [[60, 60, 70, 70]] * 12},  # outside
+        {"label": 3},  # no video
+    ])
+    with open(manifest, "a") as fh:
+        fh.write("{not json\n")
+    out = tmp_path / "out"
+    info = run_pipeline.run(["--input", str(manifest), "--output", str(out),
+                             "--target", "label", *SMALL])
+    assert info["counts"] == {"clips_in": 7, "clips_written": 2, "clips_failed": 5}
+    met = {r["label"]: r for r in rows(out / "metrics")}
+    assert set(met) == {1, 2}
+    assert met[1]["target_class"] == 1 and met[1]["spt_frames"] == 8
+    assert 0 <= met[1]["spt_hits"] <= 8
+    assert met[2]["spt_rate"] is None
+    errs = rows(out / "errors")
+    messages = " | ".join(f"{e['stage']}:{e['message']}" for e in errs)
+    assert "does not exist" in messages
+    assert "boxes but the clip uses video frames" in messages
+    assert "entirely outside" in messages
+    assert "no 'video'" in messages and "unreadable row" in messages
+
+
+def test_rerun_replaces_outputs_and_is_idempotent(tmp_path, video_dir):
+    out = tmp_path / "out"
+    args = ["--input", str(video_dir), "--output", str(out), *SMALL]
+    run_pipeline.run(args)
+    first = sorted((r["clip_id"], r["method"]) for r in rows(out / "saliency"))
+    first_maps = {r["clip_id"]: r["saliency"] for r in rows(out / "saliency")}
+    run_pipeline.run(args)
+    second = rows(out / "saliency")
+    assert sorted((r["clip_id"], r["method"]) for r in second) == first
+    for r in second:
+        np.testing.assert_array_equal(r["saliency"], first_maps[r["clip_id"]])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "nope"], "unknown model 'nope'"),
+    (["--methods", "aosa,magic"], "unknown method 'magic'"),
+    (["--stride", "0"], "--stride must be"),
+    (["--topk", "5000"], "--topk must be in"),
+    (["--batch-size", "0"], "--batch-size must be"),
+    (["--num-frames", "1"], "--num-frames must be"),
+    (["--target", "17"], "out of range"),
+    (["--device", "cuda"], "no CUDA device"),
+    (["--precision", "fp8"], "--precision must be"),
+    (["--checkpoint", "/nonexistent.pt"], "does not exist"),
+])
+def test_invalid_options_fail_fast_with_one_line(tmp_path, video_dir, capsys, args, message):
+    code = run_pipeline.main(["--input", str(video_dir), "--output", str(tmp_path / "o"),
+                              "--model", "tiny", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("vidxai: error:") and message in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_input_naming_nothing_fails_fast(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_pipeline.main(["--input", str(empty), "--output", str(tmp_path / "o")]) == 2
+    assert "names no video files" in capsys.readouterr().err
