@@ -93,8 +93,10 @@ def test_tensorflow_same_padding() -> None:
     x = -1.0 - torch.rand(1, 1, 1, 4, 4)   # all negative: zero padding would leak in
     out = pool(x)
     assert out.shape == (1, 1, 1, 2, 2)
-    assert out[0, 0, 0, 1, 1] == x[0, 0, 0, 1:, 1:].max()   # pads only after: rows/cols 1..3
+    # padding (0, 1): window 0 covers rows/cols 0..2, window 1 covers 2..3 plus one -inf pad
     assert out[0, 0, 0, 0, 0] == x[0, 0, 0, :3, :3].max()
+    assert out[0, 0, 0, 1, 1] == x[0, 0, 0, 2:, 2:].max()
+    assert out[0, 0, 0, 0, 1] == x[0, 0, 0, :3, 2:].max()
 
 
 class _RunsCommand:
