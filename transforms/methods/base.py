@@ -65,12 +65,13 @@ def get_method(name: str, *args, **kwargs) -> Method:
     Raises:
         ValueError: unknown ``name`` (the message lists the choices).
     """
-    if name not in available_methods():
+    if name not in available_methods():  # also imports the built-in methods
         raise ValueError(f"unknown method {name!r}; choose from: {', '.join(sorted(METHODS))}")
     return METHODS[name](*args, **kwargs)
 
 
 def available_methods() -> list[str]:
-    from transforms.methods import aosa  # noqa: F401
+    """Names of all registered methods (importing the built-in ones first)."""
+    from transforms.methods import aosa, baselines  # noqa: F401
 
     return sorted(METHODS)
