@@ -133,3 +133,31 @@ def test_paper_aggregation_rewards_rarely_occluded_border_voxels():
     assert sal[0, 31, 0] > sal[0, 23, 7]
     assert np.unravel_index(np.argmax(sal[0]), (32, 32)) not in [
         (r, c) for r in range(20, 28) for c in range(4, 12)]
+
+
+@pytest.mark.parametrize("stride", [8, 4, 2])
+def test_dense_tensors_never_exceed_the_batch_size(monkeypatch, stride):
+    """Peak memory is bounded by --batch-size: masks are rasterised chunk by chunk, whatever N."""
+    import transforms.methods.aosa as aosa_mod
+
+    seen: list[int] = []
+    real = aosa_mod.occlusion_masks
+
+    def spy(boxes, members, frame_size):
+        out = real(boxes, members, frame_size)
+        seen.append(out.shape[0])
+        return out
+
+    monkeypatch.setattr(aosa_mod, "occlusion_masks", spy)
+    tubes = build_tubes(constant_flow(4, 32, 32, 1.0, 0.0), stride, (8, 8), 3)
+    shapes: list[tuple] = []
+
+    def score_fn(batch):
+        shapes.append(tuple(batch.shape))
+        return batch.mean(dim=(1, 2, 3, 4))
+
+    x = torch.randn(3, 4, 32, 32)
+    aosa_mod.aosa_saliency(x, torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners),
+                           score_fn, 5, base_score=0.0)
+    assert max(seen) <= 5 and sum(seen) == tubes.num_masks == (32 // stride) ** 2
+    assert all(s[0] <= 5 and s[1:] == (3, 4, 32, 32) for s in shapes)
