@@ -84,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in available_models():
             print(f"{name:<18} {get_spec(name).description}")
         return 0
+    from models.i3d_weights import WeightsUnavailable
+
     try:
         info = run(argv)
-    except ValueError as exc:
+    except (ValueError, WeightsUnavailable) as exc:
         print(f"vidxai: error: {exc}", file=sys.stderr)
         return 2
     c = info["counts"]

@@ -10,7 +10,6 @@ REQUIREMENTS = [
     "pyarrow>=14,<26",
     "numpy>=1.24,<2.5",
     "safetensors>=0.4",
-    "tqdm>=4.60",
 ]
 
 setup(
