@@ -75,9 +75,27 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     return info
 
 
+def print_help() -> None:
+    import argparse
+
+    from pipeline.options import VidxaiOptions
+
+    parser = argparse.ArgumentParser(
+        prog="run_pipeline.py", description=__doc__.splitlines()[0],
+        epilog="All standard Beam options are accepted too (--runner, --direct_running_mode, "
+               "--direct_num_workers, --setup_file, ...); without --runner the job runs on "
+               "FnApiRunner. Outputs and columns: README.md.")
+    VidxaiOptions._add_argparse_args(parser)
+    parser.add_argument("--list-models", action="store_true", help="list networks and exit")
+    parser.print_help()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print_help()
+        return 0
     if "--list-models" in argv:
         from models.registry import available_models, get_spec
 

@@ -24,7 +24,8 @@ class VidxaiOptions(PipelineOptions):
         a("--model", default="tiny", help="registered network (see --list-models)")
         a("--checkpoint", default=None,
           help="local state_dict (.pt/.pth read with weights_only=True, or .safetensors)")
-        a("--methods", default="aosa", help="comma list of methods: aosa, aosa_sgl")
+        a("--methods", default="aosa",
+          help="comma list of methods: aosa, aosa_sgl, and the references random, center")
         a("--stride", type=int, default=None,
           help="anchor spacing s in px (default: size/14, i.e. N = 196 as in the paper)")
         a("--box-size", dest="box_size", type=int, default=None,
