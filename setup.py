@@ -19,7 +19,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
                                     "models", "models.*"]),
-    package_data={"models": ["data/*.txt"]},
+    package_data={"models": ["data/*.txt", "data/*.pt", "data/*.json"]},
     py_modules=["run_pipeline"],
     install_requires=REQUIREMENTS,
     extras_require={"test": ["pytest>=7", "ruff>=0.4"]},
