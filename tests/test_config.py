@@ -1,0 +1,51 @@
+"""Run configuration: defaults scaled from the paper, targets, the result hash."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pipeline.config import RunConfig
+from transforms.saliency import ExplainSettings, choose_target
+
+
+def cfg(**kw) -> RunConfig:
+    return RunConfig(input="in", output="out", **kw).resolve()
+
+
+def test_defaults_scale_the_paper_setting_with_the_input_size():
+    r3d = cfg(model="r3d_18")
+    assert (r3d.size, r3d.num_frames, r3d.stride, r3d.box_size) == (112, 16, 8, 16)
+    assert r3d.pointing_radius == pytest.approx(7.0)
+    i3d = cfg(model="i3d_kinetics400")
+    assert (i3d.size, i3d.stride, i3d.box_size, i3d.pointing_radius) == (224, 16, 32, 14.0)
+
+
+def test_target_by_name_index_or_keyword():
+    assert cfg(model="synth_small3d", target="move_up").fixed_target() == 2
+    assert cfg(model="synth_small3d", target="3").fixed_target() == 3
+    assert cfg(model="synth_small3d", target="label").fixed_target() is None
+    with pytest.raises(ValueError, match="not 'predicted', 'label'"):
+        cfg(model="synth_small3d", target="jumping")
+    with pytest.raises(ValueError, match="out of range"):
+        cfg(model="synth_small3d", target="4")
+
+
+def test_choose_target_per_clip():
+    s = ExplainSettings(methods=("aosa",), target="label", fixed_target=None, batch_size=4)
+    assert choose_target(s, 2, 0, 4) == (2, "label")
+    with pytest.raises(ValueError, match="has no label"):
+        choose_target(s, None, 0, 4)
+    s = dataclasses.replace(s, target="predicted")
+    assert choose_target(s, 2, 1, 4) == (1, "predicted")
+    s = dataclasses.replace(s, fixed_target=3)
+    assert choose_target(s, 2, 1, 4) == (3, "fixed")
+
+
+def test_config_hash_tracks_results_not_execution():
+    base = cfg(model="tiny")
+    assert base.config_hash() == dataclasses.replace(base, batch_size=64, output="x",
+                                                     device="cpu").config_hash()
+    assert base.config_hash() != dataclasses.replace(base, stride=4).config_hash()
+    assert base.config_hash() != dataclasses.replace(base, aggregation="paper").config_hash()
