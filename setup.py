@@ -22,6 +22,6 @@ setup(
     package_data={"models": ["data/*.txt", "data/*.pt", "data/*.json"]},
     py_modules=["run_pipeline"],
     install_requires=REQUIREMENTS,
-    extras_require={"test": ["pytest>=7", "ruff>=0.4"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.4", "pandas>=2"]},
     entry_points={"console_scripts": ["vidxai=run_pipeline:main"]},
 )
