@@ -67,6 +67,14 @@ def test_directory_run_writes_maps_metrics_and_dead_letters(tmp_path, video_dir,
     assert "too few frames" in errors["short.avi"]["message"]
     assert all(e["stage"] == "decode" and e["clip_id"] for e in errors.values())
 
+    # pandas reads the whole directory (the README's recipe), and joins on clip_id + method.
+    import pandas as pd
+
+    joined = pd.read_parquet(out / "metrics").merge(
+        pd.read_parquet(out / "saliency", columns=["clip_id", "method", "target_class"]),
+        on=["clip_id", "method"], suffixes=("", "_sal"))
+    assert len(joined) == 6 and (joined.target_class == joined.target_class_sal).all()
+
     run = json.loads((out / "run.json").read_text())
     assert run["config_hash"] == sal[0]["config_hash"] and run["versions"]["apache_beam"]
 
