@@ -5,22 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
+from pipeline import synth
 from tests.test_tubes import translating_clip
 
 
 def write_video(path: Path, frames: np.ndarray, fps: float = 10.0) -> Path:
     """Write uint8 (T, H, W, 3) RGB frames as an MJPG .avi (OpenCV here has no H.264)."""
-    h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-    assert writer.isOpened(), path
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
+    synth.write_video(path, frames, fps)
     return path
 
 
