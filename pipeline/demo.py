@@ -24,7 +24,7 @@ from models.i3d_weights import WeightsUnavailable, resolve_cache_dir
 from pipeline.build import Outputs
 from pipeline.demo_data import DemoDataUnavailable, fetch_demo_videos
 from pipeline.report import read_table
-from pipeline.visualize import frame_strip, save_png
+from pipeline.visualize import render_run
 from transforms.decode import decode_clip
 
 MODEL = "i3d_kinetics400"
@@ -89,33 +89,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(outputs: Outputs, out: Path, info: dict, seconds: float, precision: str) -> None:
     metrics = read_table(outputs.join("metrics"))
-    sal = read_table(outputs.join("saliency"))
-    figures = out / "figures"
-    figures.mkdir(exist_ok=True)
     print(f"\n{'clip':<14} {'top-3 Kinetics-400 classes (probability)':<66} {'AOSA s':>7} "
           f"{'del':>6} {'ins':>6}")
-    maps = sal.column("saliency").combine_chunks().to_numpy_ndarray().astype(np.float32)
-    sal_rows = sal.to_pylist()
-    first_frames = None
     for r in metrics.to_pylist():
         top = ", ".join(f"{t['name']} ({t['prob']:.2f})" for t in r["top5"][:3])
-        name = Path(r["video"]).stem
-        print(f"{name:<14} {top:<66} {r['seconds']:>7.1f} {r['deletion_auc']:>6.3f} "
-              f"{r['insertion_auc']:>6.3f}")
-        k = next(i for i, s in enumerate(sal_rows)
-                 if s["clip_id"] == r["clip_id"] and s["method"] == r["method"])
-        row = sal_rows[k]
-        clip = decode_clip(row["video"], row["start_frame"], row["num_frames"], 224, 256 / 224)
-        first_frames = first_frames if first_frames is not None else clip.frames
-        title = f"{name}: AOSA for '{row['target_name']}' (p={r['target_prob']:.2f}), I3D"
-        save_png(str(figures / f"{name}_aosa.png"), frame_strip(clip.frames, maps[k], title))
+        print(f"{Path(r['video']).stem:<14} {top:<66} {r['seconds']:>7.1f} "
+              f"{r['deletion_auc']:>6.3f} {r['insertion_auc']:>6.3f}")
+    figures = render_run(str(out), str(out / "figures"))
     c = info["counts"]
     print(f"\nclips in {c['clips_in']} = written {c['clips_written']} + dead-lettered "
           f"{c['clips_failed']}; precision {precision}; wall time {seconds:.0f} s")
-    if precision == "bf16" and first_frames is not None:
-        print(bf16_check(first_frames))
+    if precision == "bf16":
+        first = json.loads((out / "demo_clips.jsonl").read_text().splitlines()[0])
+        clip = decode_clip(first["video"], first["start_frame"], 16, 224, 256 / 224)
+        print(bf16_check(clip.frames))
     print(f"saliency maps: {outputs.join('saliency')}  metrics: {outputs.join('metrics')}")
-    print(f"figures: {figures}  run record: {outputs.run_json}")
+    print(f"figures: {', '.join(figures)}")
+    print(f"run record: {outputs.run_json}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,12 @@ def frame_strip(frames: np.ndarray, saliency: np.ndarray, title: str = "",
         uint8 (rows, cols, 3) RGB image.
     """
     idx = list(indices) if indices is not None else strip_frames(frames.shape[0])
+    zoom = max(1, 160 // frames.shape[1])  # small inputs are enlarged (nearest) for display
+    if zoom > 1:
+        frames = frames.repeat(zoom, axis=1).repeat(zoom, axis=2)
+        saliency = saliency.repeat(zoom, axis=1).repeat(zoom, axis=2)
+        if boxes is not None:
+            boxes = [None if b is None else [v * zoom for v in b] for b in boxes]
     heat = normalise_map(saliency)
     top, bottom = [], []
     for t in idx:
@@ -67,3 +73,74 @@ def frame_strip(frames: np.ndarray, saliency: np.ndarray, title: str = "",
 def save_png(path: str, image_rgb: np.ndarray) -> None:
     if not cv2.imwrite(path, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
         raise OSError(f"cannot write {path}")
+
+
+def render_run(output: str, figures: str, methods: Sequence[str] | None = None,
+               limit: int | None = None, manifest: str | None = None) -> list[str]:
+    """Draw a frame strip for each saliency row of a finished run.
+
+    Frames are decoded again with the model's preprocessing (size from the map, resize ratio from
+    the registry); ground-truth boxes are drawn when the run's manifest is given.
+
+    Returns:
+        Paths of the PNG files written.
+    """
+    import os
+
+    from models.registry import get_spec
+    from pipeline.report import read_table
+    from transforms.decode import clip_boxes, decode_clip
+    from transforms.io import read_manifest
+
+    table = read_table(os.path.join(output, "saliency"))
+    if table is None:
+        raise ValueError(f"{output} has no saliency/ table")
+    rows = table.drop_columns(["saliency"]).to_pylist()
+    maps = table.column("saliency").combine_chunks().to_numpy_ndarray()
+    refs = {}
+    if manifest:
+        for ref in read_manifest(manifest, rows[0]["num_frames"], rows[0]["frame_stride"]):
+            refs[getattr(ref, "clip_id", None)] = ref
+    os.makedirs(figures, exist_ok=True)
+    written = []
+    for row, sal in zip(rows, maps, strict=True):
+        if methods and row["method"] not in methods:
+            continue
+        if limit is not None and len(written) >= limit:
+            break
+        spec, (t, size, _) = get_spec(row["model"]), row["map_shape"]
+        clip = decode_clip(row["video"], row["start_frame"], t, size, spec.resize_ratio,
+                           row["frame_stride"])
+        ref = refs.get(row["clip_id"])
+        boxes = None
+        if ref is not None and getattr(ref, "boxes", None) is not None:
+            boxes = clip_boxes(ref.boxes, clip.frame_indices, clip.source_size, clip.scale,
+                               clip.offset, size)
+        name = os.path.splitext(os.path.basename(row["video"]))[0]
+        title = f"{name}: {row['method']} for '{row['target_name']}' ({row['model']})"
+        path = os.path.join(figures, f"{name}_{row['clip_id'][:6]}_{row['method']}.png")
+        save_png(path, frame_strip(clip.frames, sal.astype(np.float32), title, boxes=boxes))
+        written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Frame strips with saliency for a finished run.")
+    ap.add_argument("--output", required=True, help="the run's --output directory")
+    ap.add_argument("--figures", default=None, help="where PNGs go (default OUTPUT/figures)")
+    ap.add_argument("--methods", default=None, help="comma list (default: all)")
+    ap.add_argument("--limit", type=int, default=None, help="at most this many pictures")
+    ap.add_argument("--manifest", default=None, help="the run's manifest, to draw its boxes")
+    a = ap.parse_args(argv)
+    paths = render_run(a.output, a.figures or f"{a.output.rstrip('/')}/figures",
+                       a.methods.split(",") if a.methods else None, a.limit, a.manifest)
+    print("\n".join(paths))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

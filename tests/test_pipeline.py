@@ -108,6 +108,19 @@ def test_manifest_labels_boxes_and_bad_rows(tmp_path, video_dir, bad_inputs):
     assert "entirely outside" in messages
     assert "no 'video'" in messages and "unreadable row" in messages
 
+    # Pictures of the run: 5 frames, enlarged ×6 (24 px), a title band, boxes drawn in green.
+    import cv2
+
+    from pipeline.visualize import render_run
+
+    pngs = render_run(str(out), str(tmp_path / "fig"), manifest=str(manifest))
+    assert len(pngs) == 2
+    images = {Path(p).name: cv2.imread(p)[..., ::-1] for p in pngs}
+    assert all(im.shape == (22 + 2 * 144, 5 * 144, 3) for im in images.values())
+    green = {n: int(((im[..., 1] == 255) & (im[..., 0] == 0)).sum()) for n, im in images.items()}
+    boxed = [n for n in green if n.startswith(good[0].stem)]
+    assert green[boxed[0]] > 100 and all(v == 0 for n, v in green.items() if n not in boxed)
+
 
 def test_rerun_replaces_outputs_and_is_idempotent(tmp_path, video_dir):
     out = tmp_path / "out"
