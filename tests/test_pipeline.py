@@ -161,3 +161,19 @@ def test_input_naming_nothing_fails_fast(tmp_path, capsys):
     empty.mkdir()
     assert run_pipeline.main(["--input", str(empty), "--output", str(tmp_path / "o")]) == 2
     assert "names no video files" in capsys.readouterr().err
+
+
+def test_workers_in_separate_processes_give_the_same_maps(tmp_path, video_dir):
+    """SDK workers in other processes (the Fn API remote engines use): DoFns pickle, each worker
+    loads its own network, and the maps equal the in-process run's."""
+    args = ["--input", str(video_dir), *SMALL, "--no-metrics"]
+    run_pipeline.run([*args, "--output", str(tmp_path / "a")])
+    info = run_pipeline.run([*args, "--output", str(tmp_path / "b"),
+                             "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0}
+    a = {r["clip_id"]: r["saliency"] for r in rows(tmp_path / "a" / "saliency")}
+    b = {r["clip_id"]: r["saliency"] for r in rows(tmp_path / "b" / "saliency")}
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not (tmp_path / "b" / "metrics").exists()
