@@ -15,7 +15,7 @@ REQUIREMENTS = [
 setup(
     name="vidxai",
     version="0.1.0",
-    description="Adaptive occlusion sensitivity analysis (AOSA) for 3D-CNN video classifiers, on Beam",
+    description="Adaptive occlusion sensitivity analysis (AOSA) for video classifiers, on Beam",
     python_requires=">=3.10",
     packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
                                     "models", "models.*"]),
