@@ -318,6 +318,7 @@ register(ModelSpec(
     resize_ratio=256 / 224,
     class_names=kinetics400_class_names,
     gradcam_layer=GRADCAM_LAYER,
+    channels_last=True,
     load_default_weights=load_default_weights,
     description="DeepMind RGB Inception-I3D, Kinetics-400, 16x224x224 in [-1, 1]",
 ))

@@ -35,5 +35,6 @@ for _name, _fn in (("r3d_18", tvv.r3d_18), ("mc3_18", tvv.mc3_18),
         std=KINETICS_STD,
         resize_ratio=128 / 112,
         gradcam_layer="layer4",
+        channels_last=True,
         description=f"torchvision {_name} (ResNet-18 video), 16x112x112",
     ))

@@ -64,6 +64,7 @@ class Scorer:
     amp_dtype: torch.dtype | None = None
     _mean: torch.Tensor = field(init=False, repr=False)
     _std: torch.Tensor = field(init=False, repr=False)
+    _memory_format: torch.memory_format = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -72,6 +73,8 @@ class Scorer:
         shape = (3, 1, 1, 1)
         self._mean = torch.tensor(self.spec.mean, device=self.device).view(shape)
         self._std = torch.tensor(self.spec.std, device=self.device).view(shape)
+        self._memory_format = (torch.channels_last_3d if self.spec.channels_last
+                               else torch.contiguous_format)
 
     def to_input(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (T, H, W, 3) RGB → normalised float32 (3, T, H, W) on the device."""
@@ -82,12 +85,14 @@ class Scorer:
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
         x = t.permute(3, 0, 1, 2).float().div_(255.0)
-        return (x - self._mean) / self._std
+        return ((x - self._mean) / self._std).contiguous()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) → float32 logits (B, num_classes); differentiable w.r.t. ``x``."""
         if x.ndim != 5 or x.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, T, H, W) batch, got {tuple(x.shape)}")
+        # One memory-format policy for every caller (the spec says which one the network likes).
+        x = x.contiguous(memory_format=self._memory_format)
         if self.amp_dtype is None:
             return self.model(x).float()
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
