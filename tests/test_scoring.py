@@ -18,7 +18,8 @@ def test_to_input_normalises_with_the_spec_and_reorders_axes():
     x = scorer.to_input(frames)
     assert x.shape == (3, 2, 3, 4) and x.is_contiguous()
     # tiny: mean 0.5, std 0.25 -> 255 -> 2.0, 0 -> -2.0, 128 -> (128/255 - .5) / .25
-    assert x[:, 1, 2, 3].tolist() == pytest.approx([2.0, -2.0, (128 / 255 - 0.5) / 0.25])
+    want = [2.0, -2.0, (128 / 255 - 0.5) / 0.25]
+    assert x[:, 1, 2, 3].tolist() == pytest.approx(want, abs=1e-6)
     with pytest.raises(ValueError, match="uint8"):
         scorer.to_input(frames.astype(np.float32))
 
