@@ -57,7 +57,8 @@ def explain_settings(cfg: RunConfig) -> ExplainSettings:
     return ExplainSettings(
         methods=cfg.methods, target=cfg.target, fixed_target=cfg.fixed_target(),
         batch_size=cfg.batch_size, aggregation=cfg.aggregation, metrics=cfg.metrics,
-        metric_steps=cfg.metric_steps, pointing_radius=float(cfg.pointing_radius))
+        metric_steps=cfg.metric_steps, pointing_radius=float(cfg.pointing_radius),
+        insertion_blur=cfg.insertion_blur)
 
 
 def model_args(cfg: RunConfig) -> dict:

@@ -44,6 +44,7 @@ class RunConfig:
     metrics: bool = True
     metric_steps: int = 28
     pointing_radius: float | None = None  # default: 7 px at 112 px, scaled with size
+    insertion_blur: float = 0.0
     seed: int = 0
     cache_dir: str | None = None
     threads: int = 0
@@ -87,6 +88,8 @@ class RunConfig:
             (self.metric_steps >= 1, f"--metric-steps must be >= 1, got {self.metric_steps}"),
             (self.pointing_radius is not None and self.pointing_radius >= 0,
              f"--pointing-radius must be >= 0, got {self.pointing_radius}"),
+            (self.insertion_blur >= 0,
+             f"--insertion-blur must be >= 0, got {self.insertion_blur}"),
             (bool(self.methods), "--methods is empty"),
             (self.precision in PRECISIONS,
              f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),

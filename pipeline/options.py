@@ -52,6 +52,9 @@ class VidxaiOptions(PipelineOptions):
           help="deletion/insertion steps (the paper: 28)")
         a("--pointing-radius", dest="pointing_radius", type=float, default=None,
           help="pointing-game radius in px (default: 7 px at 112 px, scaled with --size)")
+        a("--insertion-blur", dest="insertion_blur", type=float, default=0.0,
+          help="insertion starts from the clip blurred with this Gaussian sigma in px "
+               "(RISE's variant); 0: from the mean colour, like deletion's fill")
         a("--seed", type=int, default=0, help="seed for random weights")
         a("--cache-dir", dest="cache_dir", default=None,
           help="where downloaded/converted weights are cached (default $VIDXAI_CACHE or "
@@ -68,7 +71,8 @@ def config_from_options(options: PipelineOptions) -> RunConfig:
         topk=o.topk, num_frames=o.num_frames, size=o.size, frame_stride=o.frame_stride,
         batch_size=o.batch_size, device=o.device, precision=o.precision, target=o.target,
         aggregation=o.aggregation, metrics=o.metrics, metric_steps=o.metric_steps,
-        pointing_radius=o.pointing_radius, seed=o.seed, cache_dir=o.cache_dir,
+        pointing_radius=o.pointing_radius, insertion_blur=o.insertion_blur, seed=o.seed,
+        cache_dir=o.cache_dir,
         threads=o.threads)
     return cfg.resolve()
 

@@ -15,7 +15,7 @@ import torch
 from models.registry import class_name
 from pipeline.records import ClipTubes
 from transforms.methods.base import Method
-from transforms.metrics import deletion_insertion, pointing_game
+from transforms.metrics import blurred_baseline, deletion_insertion, pointing_game
 from transforms.scoring import Scorer
 
 
@@ -31,6 +31,7 @@ class ExplainSettings:
     metrics: bool = True
     metric_steps: int = 28
     pointing_radius: float = 7.0
+    insertion_blur: float = 0.0  # > 0: insertion starts from a Gaussian blur (sigma px) of x
 
 
 @dataclass
@@ -112,9 +113,12 @@ def measure(scorer: Scorer, x: torch.Tensor, saliency: np.ndarray, target: int,
             boxes, settings: ExplainSettings) -> dict:
     """Deletion / insertion AUC (batched forwards through ``scorer``) and the pointing game."""
     start = time.perf_counter()
+    start_image = (blurred_baseline(x, settings.insertion_blur) if settings.insertion_blur > 0
+                   else None)
     di = deletion_insertion(x, torch.from_numpy(saliency).to(x.device),
                             lambda batch: scorer.target_scores(batch, target),
-                            steps=settings.metric_steps, batch_size=settings.batch_size)
+                            steps=settings.metric_steps, batch_size=settings.batch_size,
+                            insertion_baseline=start_image)
     out = {
         "deletion_auc": di["deletion_auc"], "insertion_auc": di["insertion_auc"],
         "deletion_curve": [float(v) for v in di["deletion_curve"]],
