@@ -1,0 +1,36 @@
+"""The evaluation's statistics: bootstrap intervals and per-method summaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.evaluate import bootstrap_ci, markdown, summarise
+
+
+def test_bootstrap_interval_of_the_mean():
+    assert bootstrap_ci(np.full(10, 0.5)) == (0.5, 0.5, 0.5)
+    values = np.random.default_rng(0).normal(1.0, 1.0, 400)
+    mean, lo, hi = bootstrap_ci(values)
+    se = values.std(ddof=1) / np.sqrt(values.size)
+    assert mean == pytest.approx(values.mean())
+    assert lo < mean < hi
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)  # the normal-theory width
+    assert np.isnan(bootstrap_ci(np.array([np.nan]))[0])
+
+
+def test_summary_pools_hits_over_frames_and_skips_clips_without_boxes():
+    def row(method, hits, frames, d=0.2, i=0.8):
+        rate = None if frames is None else hits / frames
+        return {"method": method, "spt_hits": hits, "spt_frames": frames, "spt_rate": rate,
+                "deletion_auc": d, "insertion_auc": i, "correct": True, "seconds": 1.0}
+
+    rows = [row("aosa", 4, 4), row("aosa", 1, 12), row("aosa", None, None),
+            row("random", 0, 4)]
+    s = summarise(rows)
+    assert s["aosa"]["clips"] == 3
+    assert s["aosa"]["spt"][0] == pytest.approx((1.0 + 1 / 12) / 2)  # mean of clip rates
+    assert s["aosa"]["spt_pooled"] == pytest.approx(5 / 16)  # hits / frames over the split
+    assert s["random"]["spt_pooled"] == 0.0
+    table = markdown(s)
+    assert table.index("| aosa |") < table.index("| random |")
