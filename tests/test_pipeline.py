@@ -177,3 +177,44 @@ def test_workers_in_separate_processes_give_the_same_maps(tmp_path, video_dir):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert not (tmp_path / "b" / "metrics").exists()
+
+
+def test_portable_runner_with_an_external_worker_pool(tmp_path, video_dir):
+    """The portable (Fn API) runner that Flink, Spark and Dataflow use, with SDK workers started
+    by a worker pool in another process: the same maps as the local run."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ)  # the pool starts workers as `python`: make it this interpreter's
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    pool = subprocess.Popen([sys.executable, "-m",
+                             "apache_beam.runners.worker.worker_pool_main",
+                             f"--service_port={port}"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        args = ["--input", str(video_dir), *SMALL, "--no-metrics"]
+        info = run_pipeline.run([*args, "--output", str(tmp_path / "p"),
+                                 "--runner=PortableRunner", "--job_endpoint=embed",
+                                 "--environment_type=EXTERNAL",
+                                 f"--environment_config=localhost:{port}"])
+    finally:
+        pool.terminate()
+        pool.wait(timeout=30)
+    assert info["runner"] == "PortableRunner"
+    assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0}
+    run_pipeline.run([*args, "--output", str(tmp_path / "l")])
+    local = {r["clip_id"]: r["saliency"] for r in rows(tmp_path / "l" / "saliency")}
+    for r in rows(tmp_path / "p" / "saliency"):
+        np.testing.assert_array_equal(r["saliency"], local[r["clip_id"]])
