@@ -53,3 +53,12 @@ def test_csv_manifest_with_names_boxes_and_bad_rows(tmp_path):
 def test_missing_manifest_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         list(list_clips(str(tmp_path / "none.jsonl"), 16))
+
+
+def test_a_clip_listed_twice_is_explained_once_and_the_repeat_is_reported(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"video": "v.mp4"}\n{"video": "v.mp4", "label": 1}\n'
+                                      '{"video": "v.mp4", "start_frame": 4}\n')
+    items = list(list_clips(str(tmp_path / "m.jsonl"), 16))
+    assert [type(i).__name__ for i in items] == ["ClipRef", "ErrorRecord", "ClipRef"]
+    assert items[1].error_type == "DuplicateClip" and "more than once" in items[1].message
+    assert items[1].clip_id != items[0].clip_id  # error rows never collide with saliency rows

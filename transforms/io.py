@@ -114,9 +114,25 @@ def list_clips(spec: str, num_frames: int, frame_stride: int = 1,
                class_names: Sequence[str] | None = None) -> Iterator[ClipRef | ErrorRecord]:
     """Everything ``--input`` names, as ClipRefs (and ErrorRecords for bad manifest rows).
 
+    A clip listed twice (same video, start, length) is explained once; the repeat becomes an
+    ErrorRecord, so that clips in = clips written + clips dead-lettered still holds.
+
     Raises:
         ValueError: the input names nothing (missing manifest, empty directory or glob).
     """
+    seen: set[str] = set()
+    for item in _list_all(spec, num_frames, frame_stride, class_names):
+        if isinstance(item, ClipRef):
+            if item.clip_id in seen:
+                item = ErrorRecord(item.clip_id + "-dup", item.video, "list", "DuplicateClip",
+                                   f"{item.video} from frame {item.start_frame} is listed "
+                                   "more than once; explained once")
+            seen.add(getattr(item, "clip_id", ""))
+        yield item
+
+
+def _list_all(spec: str, num_frames: int, frame_stride: int,
+              class_names: Sequence[str] | None) -> Iterator[ClipRef | ErrorRecord]:
     if is_manifest(spec):
         if not FileSystems.exists(spec):
             raise ValueError(f"--input manifest {spec} does not exist")
