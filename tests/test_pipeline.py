@@ -87,7 +87,8 @@ def test_manifest_labels_boxes_and_bad_rows(tmp_path, video_dir, bad_inputs):
         {"video": str(good[1].relative_to(tmp_path)), "label": 2, "start_frame": 2},
         {"video": str(bad_inputs["missing"]), "label": 0},
         {"video": str(good[2]), "label": 0, "boxes": [[10, 10, 30, 20]] * 5},  # too few boxes
-        {"video": str(good[2]), "label": 0, "boxes": [[60, 60, 70, 70]] * 12},  # outside
+        {"video": str(good[2]), "label": 0, "start_frame": 1,
+         "boxes": [[60, 60, 70, 70]] * 12},  # outside the frame
         {"label": 3},  # no video
     ])
     with open(manifest, "a") as fh:
