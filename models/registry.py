@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -60,7 +60,6 @@ class ModelSpec:
     min_frames: int = 1
     channels_last: bool = False
     description: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
