@@ -43,8 +43,8 @@ def list_videos(spec: str) -> list[str]:
 def _resolve(video: str, manifest: str) -> str:
     if "://" in video or os.path.isabs(video):
         return video
-    base = posixpath.dirname(manifest) if "://" in manifest else os.path.dirname(manifest)
-    return posixpath.join(base, video) if "://" in manifest else os.path.join(base, video)
+    paths = posixpath if "://" in manifest else os.path  # URIs always use "/"
+    return paths.join(paths.dirname(manifest), video)
 
 
 def _label(value, class_names: Sequence[str] | None) -> int | None:

@@ -55,13 +55,14 @@ def aosa_saliency(x: torch.Tensor, boxes: torch.Tensor, partners: torch.Tensor,
     for start in range(0, n, batch_size):
         idx = torch.arange(start, min(start + batch_size, n), device=x.device)
         occluded = occlusion_masks(boxes, mask_members(idx, partners), frame_size)
-        keep = (~occluded).float()  # (B, T, H, W)
+        occ = occluded.float()  # (B, T, H, W)
+        keep = 1.0 - occ
         scores = score_fn(x.unsqueeze(0) * keep.unsqueeze(1)).float()  # (B,)
         if aggregation == "paper":
             num += torch.einsum("b,bthw->thw", scores, keep)
         else:
-            num += torch.einsum("b,bthw->thw", base_score - scores, 1.0 - keep)
-            den += (1.0 - keep).sum(0)
+            num += torch.einsum("b,bthw->thw", base_score - scores, occ)
+            den += occ.sum(0)
     if aggregation == "paper":
         return num / n
     return torch.where(den > 0, num / den.clamp(min=1.0), torch.zeros_like(num))

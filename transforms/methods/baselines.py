@@ -24,27 +24,32 @@ def content_seed(x: torch.Tensor) -> int:
     return zlib.crc32(x.detach().float().cpu().numpy().tobytes())
 
 
-@register_method("random")
-class RandomMap(Method):
-    name = "random"
+class _ReferenceMap(Method):
+    """A map computed from the clip's shape (and values) alone: no network pass."""
 
-    def __init__(self, *_args) -> None:
+    def __init__(self, *_options) -> None:  # takes, and ignores, the options AOSA uses
         pass
+
+    def make_map(self, x: torch.Tensor) -> np.ndarray:
+        """float32 (T, H, W) for the normalised clip ``x`` (3, T, H, W)."""
+        raise NotImplementedError
 
     def explain(self, scorer: Scorer, x: torch.Tensor, target: int, tubes: Tubes | None,
                 batch_size: int) -> Explanation:
-        shape = tuple(x.shape[1:])
-        return Explanation(torch.from_numpy(random_map(shape, content_seed(x))), 0)
+        return Explanation(torch.from_numpy(self.make_map(x).astype(np.float32)), 0)
+
+
+@register_method("random")
+class RandomMap(_ReferenceMap):
+    name = "random"
+
+    def make_map(self, x: torch.Tensor) -> np.ndarray:
+        return random_map(tuple(x.shape[1:]), content_seed(x))
 
 
 @register_method("center")
-class CenterMap(Method):
+class CenterMap(_ReferenceMap):
     name = "center"
 
-    def __init__(self, *_args) -> None:
-        pass
-
-    def explain(self, scorer: Scorer, x: torch.Tensor, target: int, tubes: Tubes | None,
-                batch_size: int) -> Explanation:
-        sal = center_bias_map(tuple(x.shape[1:])).astype(np.float32)
-        return Explanation(torch.from_numpy(sal), 0)
+    def make_map(self, x: torch.Tensor) -> np.ndarray:
+        return center_bias_map(tuple(x.shape[1:]))
