@@ -49,7 +49,7 @@ class RunConfig:
     cache_dir: str | None = None
     threads: int = 0
 
-    # Resolved fields (filled by resolve()).
+    # The network's registry entry (model-dependent defaults come from it in resolve()).
     @property
     def spec(self) -> ModelSpec:
         return get_spec(self.model)
