@@ -16,7 +16,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pipeline.demo
+	$(PY) -m pipeline.apps.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -294,17 +294,21 @@ def kinetics400_class_names() -> list[str]:
     return list(_class_names())
 
 
-def load_default_weights(model: nn.Module, cache_dir: Path | None = None) -> bool:
+def load_default_weights(model: nn.Module, cache_dir: Path | None = None) -> str:
     """Load the converted DeepMind Kinetics-400 weights into ``model``.
 
     Fetches and converts them on first use (see :func:`models.i3d_weights.load_pretrained`).
 
+    Returns:
+        The SHA-256 of the converted weights file (the weights' identity in output rows).
+
     Raises:
         models.i3d_weights.WeightsUnavailable: the weights cannot be fetched or verified.
     """
-    from models.i3d_weights import load_pretrained
+    from models.i3d_weights import ensure_converted_weights, load_pretrained, sha256_file
 
-    return load_pretrained(model, cache_dir)
+    load_pretrained(model, cache_dir)
+    return sha256_file(ensure_converted_weights(cache_dir))
 
 
 register(ModelSpec(

@@ -11,6 +11,7 @@ Tensor conventions used across vidxai:
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,12 +39,17 @@ class ModelSpec:
             centre crop of ``size`` (torchvision video presets: 128 / 112).
         class_names: ``class_names() -> list[str]`` or None (indices are reported then).
         gradcam_layer: dotted module path of the last convolutional block (for Grad-CAM).
-        load_default_weights: ``load(model, cache_dir) -> bool`` for networks whose pretrained
-            weights come with the project's installer; None when there are none.
+        load_default_weights: ``load(model, cache_dir)`` for networks whose pretrained weights
+            come with the project's installer, returning the weights' identity (their SHA-256)
+            when loaded and a false value when not; None when there are none.
         min_frames: smallest clip length the network accepts.
         channels_last: feed batches in ``torch.channels_last_3d`` memory format (measured 1.7×
             faster for I3D fp32 and 2.4× for bf16 on the project's 2-core CPU, slower for the
             small synthetic network; see benchmarks/).
+        description: one line for ``--list-models``.
+        fixed_input: the network accepts only exactly ``num_frames x input_size x input_size``
+            clips (e.g. MViT's learned positional embeddings); other sizes fail.
+        weights_note: where pretrained weights come from (for docs and ``--list-models``).
     """
 
     name: str
@@ -56,10 +62,12 @@ class ModelSpec:
     resize_ratio: float = 1.0
     class_names: Callable[[], list[str]] | None = None
     gradcam_layer: str | None = None
-    load_default_weights: Callable[[nn.Module, Path | None], bool] | None = None
+    load_default_weights: Callable[[nn.Module, Path | None], str | bool | None] | None = None
     min_frames: int = 1
     channels_last: bool = False
     description: str = ""
+    fixed_input: bool = False
+    weights_note: str = ""
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -95,11 +103,68 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
+def state_dict_from_bytes(data: bytes, name: str) -> dict[str, torch.Tensor]:
+    """Read the bytes of a checkpoint file into a state_dict, never unpickling code.
+
+    ``name`` ending in ``.safetensors`` is read with safetensors; anything else with
+    ``torch.load(..., weights_only=True)``, which refuses pickled code. A dict under the key
+    ``"state_dict"`` or ``"model"`` (training checkpoints) is unwrapped.
+
+    Args:
+        data: the whole file content.
+        name: the file name or path; only used for the format and in error messages.
+
+    Returns:
+        parameter/buffer name -> tensor, on the CPU.
+
+    Raises:
+        ValueError: unreadable or unsafe file, or it holds no dict of tensors (names ``name``).
+    """
+    if name.endswith(".safetensors"):
+        from safetensors.torch import load
+
+        try:
+            state = load(data)
+        except Exception as exc:  # SafetensorError: bad header, truncated file
+            raise ValueError(f"checkpoint {name} is not a readable safetensors file: "
+                             f"{_one_line(exc)}") from exc
+    else:
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle errors, truncated files, code objects refused
+            raise ValueError(f"checkpoint {name} cannot be read safely: "
+                             f"{_unpickling_reason(exc)}") from exc
+    return _as_state_dict(state, name)
+
+
+def load_state_dict_strict(model: nn.Module, state: dict, name: str) -> None:
+    """Load ``state`` into ``model``; every parameter and buffer must match by name and shape.
+
+    Args:
+        model: the network (modified in place).
+        state: parameter/buffer name -> tensor, e.g. from :func:`state_dict_from_bytes`.
+        name: the checkpoint's name, for error messages.
+
+    Raises:
+        ValueError: keys are missing or unexpected (the first five of each are named), or a
+            tensor's shape differs from the network's.
+    """
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # size mismatches are raised even with strict=False
+        raise ValueError(f"checkpoint {name} does not fit the network: {_one_line(exc)}") from exc
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"checkpoint {name} does not fit the network: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+
+
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Load a local checkpoint into ``model`` without unpickling code.
+    """Load a local checkpoint file into ``model`` without unpickling code.
 
     Accepts a ``.safetensors`` file or a torch file holding a state_dict (optionally under the
-    key ``"state_dict"`` or ``"model"``), always read with ``weights_only=True``.
+    key ``"state_dict"`` or ``"model"``), see :func:`state_dict_from_bytes`.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -108,28 +173,26 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    state = state_dict_from_bytes(path.read_bytes(), str(path))
+    load_state_dict_strict(model, state, str(path))
 
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle errors, truncated files, code objects refused
-            raise ValueError(f"checkpoint {path} cannot be read safely: {exc}") from exc
-        if isinstance(state, dict):
-            for key in ("state_dict", "model"):
-                if key in state and isinstance(state[key], dict):
-                    state = state[key]
-                    break
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} does not hold a state_dict")
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"checkpoint {path} does not fit the network: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
-        )
+
+def build_network(spec: ModelSpec, num_classes: int | None = None, seed: int = 0) -> nn.Module:
+    """A fresh network of ``spec`` with seeded random weights, in eval mode; nothing is loaded.
+
+    Seeds torch's global generator with ``seed`` first, so equal seeds give equal weights.
+
+    Args:
+        spec: what to build.
+        num_classes: output classes; ``spec.num_classes`` when None.
+        seed: seed of the weight initialisation.
+
+    Returns:
+        the network on the CPU, mapping (B, 3, T, H, W) to logits (B, num_classes).
+    """
+    torch.manual_seed(seed)
+    model = spec.build(spec.num_classes if num_classes is None else num_classes)
+    return model.eval()
 
 
 def build_model(
@@ -148,8 +211,7 @@ def build_model(
         (model on CPU in eval mode, its spec)
     """
     spec = get_spec(name)
-    torch.manual_seed(seed)
-    model = spec.build(num_classes or spec.num_classes)
+    model = build_network(spec, num_classes, seed)
     if checkpoint:
         load_checkpoint(model, checkpoint)
     elif spec.load_default_weights is None or not spec.load_default_weights(model, cache_dir):
@@ -158,6 +220,40 @@ def build_model(
             "about a trained network; pass --checkpoint for real results", name, seed)
     model.eval()
     return model, spec
+
+
+def _as_state_dict(state: object, name: str) -> dict[str, torch.Tensor]:
+    """``state`` (or its ``"state_dict"``/``"model"`` entry) checked to be a dict of tensors."""
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"checkpoint {name} does not hold a state_dict "
+                         f"(found {type(state).__name__})")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise ValueError(f"checkpoint {name} does not hold a state_dict: entries {bad[:5]} "
+                         "are not named tensors")
+    return state
+
+
+# Paragraphs of torch's weights_only error that are advice, not the reason (one of them
+# suggests weights_only=False, which is exactly what must not be done with untrusted files).
+_TORCH_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue")
+
+
+def _unpickling_reason(exc: Exception) -> str:
+    """The informative part of a ``torch.load(weights_only=True)`` error, on one line."""
+    lines = (line.strip() for line in str(exc).splitlines())
+    kept = [line for line in lines if line and not line.startswith(_TORCH_BOILERPLATE)]
+    return " ".join(kept) or _one_line(exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc``'s message with all whitespace runs collapsed (its type name when empty)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def class_name(spec: ModelSpec, index: int, names: Sequence[str] | None = None) -> str:

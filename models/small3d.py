@@ -1,15 +1,16 @@
-"""A small 3D-CNN trained on the synthetic action dataset (``pipeline.synth``).
+"""A small 3D-CNN trained on the synthetic action dataset (``pipeline.apps.synth``).
 
 Four conv3d + batch-norm + ReLU blocks, global average pooling and a linear head (~0.3 M
 parameters). Input 16 frames x 64 x 64 (the 128-pixel synthetic videos resized by half), so a
 forward pass costs ~0.1 GFLOP and exact AOSA on it stays cheap on a CPU.
 
-The trained weights are committed as ``models/data/synth_small3d.pt`` (see ``pipeline.train``
+The trained weights are committed as ``models/data/synth_small3d.pt`` (see ``pipeline.apps.train``
 for the command that produced them) and load by default.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from models.registry import ModelSpec, load_checkpoint, register
 
 log = logging.getLogger(__name__)
 
-# Must match pipeline.synth.CLASS_NAMES (models never import the pipeline).
+# Must match pipeline.apps.synth.CLASS_NAMES (models never import the pipeline).
 SYNTH_CLASS_NAMES = ("move_right", "move_left", "move_up", "move_down")
 CHECKPOINT = Path(__file__).resolve().parent / "data" / "synth_small3d.pt"
 
@@ -58,13 +59,17 @@ class Small3DNet(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
 
 
-def load_default_weights(model: nn.Module, cache_dir: Path | None = None) -> bool:
-    """Load the committed checkpoint into ``model``; False when it is not there."""
+def load_default_weights(model: nn.Module, cache_dir: Path | None = None) -> str | None:
+    """Load the committed checkpoint into ``model``.
+
+    Returns:
+        The checkpoint file's SHA-256, or None when it is not there.
+    """
     if not CHECKPOINT.is_file():
-        log.warning("no committed checkpoint at %s (run pipeline.train)", CHECKPOINT)
-        return False
+        log.warning("no committed checkpoint at %s (run pipeline.apps.train)", CHECKPOINT)
+        return None
     load_checkpoint(model, CHECKPOINT)
-    return True
+    return hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest()
 
 
 SPEC = register(ModelSpec(

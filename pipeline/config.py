@@ -1,7 +1,8 @@
 """Frozen run configuration, validated once in the driver, and its hash.
 
 Every value that changes a result is part of :meth:`RunConfig.result_key`, whose hash is
-written next to every output row: rows with equal hashes were computed the same way.
+written next to every output row: rows with equal hashes were computed the same way. The
+weights enter by content (their SHA-256, from the model handler), never by file name.
 """
 
 from __future__ import annotations
@@ -9,16 +10,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 
-from models.registry import ModelSpec, get_spec
+from models.registry import ModelSpec
+from transforms.explain import ExplainSettings
 from transforms.methods.aosa import AGGREGATIONS
-from transforms.methods.base import available_methods
-from transforms.scoring import PRECISIONS, resolve_device
+from transforms.methods.base import MethodOptions, available_methods
+from transforms.model_handler import ModelConfig, VideoModelHandler
+from transforms.perturbation import FILLS, SCORES
+from transforms.scoring import PRECISIONS, check_device_name
 from transforms.tubes import num_anchors
 
 TARGET_KEYWORDS = ("predicted", "label")
+# Options that change how a run executes, never what it computes (kept out of the hash).
+EXECUTION_ONLY = ("input", "output", "device", "threads", "cache_dir", "batch_size",
+                  "max_failed_fraction", "progress", "checkpoint", "class_names")
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,11 @@ class RunConfig:
     output: str
     model: str = "tiny"
     checkpoint: str | None = None
+    num_classes: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    class_names: str | None = None
+    layer: str | None = None
     methods: tuple[str, ...] = ("aosa",)
     stride: int | None = None  # default: size / 14 (the paper's N = 196)
     box_size: int | None = None  # default: 2 × stride (16 px at s = 8, as the paper)
@@ -40,7 +51,11 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"
     target: str = "predicted"
+    score: str = "prob"
     aggregation: str = "mean"
+    fill: str = "mean"
+    fill_sigma: float | None = None  # default: 5 px at 112 px, scaled with size
+    fill_window: int | None = None  # default: 36 px at 112 px, scaled with size (the paper)
     metrics: bool = True
     metric_steps: int = 28
     pointing_radius: float | None = None  # default: 7 px at 112 px, scaled with size
@@ -48,15 +63,27 @@ class RunConfig:
     seed: int = 0
     cache_dir: str | None = None
     threads: int = 0
+    max_failed_fraction: float = 1.0
+    progress: bool = True
+    weights_sha256: str | None = None  # filled by the job after the handler validated them
 
-    # The network's registry entry (model-dependent defaults come from it in resolve()).
+    def handler(self) -> VideoModelHandler:
+        """The model handler of this configuration (picklable; builds the network lazily)."""
+        return VideoModelHandler(
+            ModelConfig(model=self.model, checkpoint=self.checkpoint,
+                        num_classes=self.num_classes, num_frames=self.num_frames,
+                        size=self.size, mean=self.mean, std=self.std,
+                        class_names=self.class_names, layer=self.layer, seed=self.seed,
+                        cache_dir=self.cache_dir),
+            device=self.device, precision=self.precision, threads=self.threads)
+
     @property
     def spec(self) -> ModelSpec:
-        return get_spec(self.model)
+        return self.handler().spec()
 
     def resolve(self) -> RunConfig:
         """Fill the model-dependent defaults and validate; ValueError with one-line reasons."""
-        spec = get_spec(self.model)  # raises for unknown models
+        spec = self.handler().spec()  # raises for unknown models and bad factories
         size = spec.input_size if self.size is None else self.size
         stride = max(1, size // 14) if self.stride is None else self.stride
         cfg = dataclasses.replace(
@@ -67,6 +94,9 @@ class RunConfig:
             box_size=2 * stride if self.box_size is None else self.box_size,
             pointing_radius=(self.pointing_radius if self.pointing_radius is not None
                              else 7.0 * size / 112),
+            fill_sigma=self.fill_sigma if self.fill_sigma is not None else 5.0 * size / 112,
+            fill_window=(self.fill_window if self.fill_window is not None
+                         else max(1, round(36 * size / 112))),
             methods=tuple(m.strip() for m in self.methods if m.strip()),
         )
         cfg._validate(spec)
@@ -79,6 +109,10 @@ class RunConfig:
             (self.num_frames >= max(2, spec.min_frames),
              f"--num-frames must be >= {max(2, spec.min_frames)} for {spec.name}, "
              f"got {self.num_frames}"),
+            (not spec.fixed_input or (self.num_frames, self.size)
+             == (spec.num_frames, spec.input_size),
+             f"{spec.name} only accepts {spec.num_frames} frames of {spec.input_size} px, got "
+             f"--num-frames {self.num_frames} --size {self.size}"),
             (self.frame_stride >= 1, f"--frame-stride must be >= 1, got {self.frame_stride}"),
             (1 <= self.stride <= self.size,
              f"--stride must be in [1, {self.size}], got {self.stride}"),
@@ -90,16 +124,31 @@ class RunConfig:
              f"--pointing-radius must be >= 0, got {self.pointing_radius}"),
             (self.insertion_blur >= 0,
              f"--insertion-blur must be >= 0, got {self.insertion_blur}"),
+            (self.fill_sigma is not None and self.fill_sigma > 0,
+             f"--fill-sigma must be > 0, got {self.fill_sigma}"),
+            (self.fill_window is not None and 1 <= self.fill_window <= self.size,
+             f"--fill-window must be in [1, {self.size}], got {self.fill_window}"),
+            (0.0 <= self.max_failed_fraction <= 1.0,
+             f"--max-failed-fraction must be in [0, 1], got {self.max_failed_fraction}"),
+            (self.num_classes is None or self.num_classes >= 1,
+             f"--num-classes must be >= 1, got {self.num_classes}"),
             (bool(self.methods), "--methods is empty"),
             (self.precision in PRECISIONS,
              f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.aggregation in AGGREGATIONS,
              f"--aggregation must be one of {', '.join(AGGREGATIONS)}, "
              f"got {self.aggregation!r}"),
+            (self.score in SCORES,
+             f"--score must be one of {', '.join(SCORES)}, got {self.score!r}"),
+            (self.fill in FILLS, f"--fill must be one of {', '.join(FILLS)}, got {self.fill!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.mean is not None and len(self.mean) != 3:
+            raise ValueError(f"--mean needs three values (R, G, B), got {self.mean}")
+        if self.std is not None and (len(self.std) != 3 or min(self.std) <= 0):
+            raise ValueError(f"--std needs three values (R, G, B) > 0, got {self.std}")
         n = num_anchors(self.size, self.size, self.stride)
         if not 0 <= self.topk < n:
             raise ValueError(f"--topk must be in [0, {n - 1}] ({n} masks at stride "
@@ -109,36 +158,59 @@ class RunConfig:
             if m not in known:
                 raise ValueError(f"unknown method {m!r} in --methods; choose from "
                                  f"{', '.join(known)}")
-        resolve_device(self.device)
-        if self.checkpoint and not os.path.isfile(self.checkpoint):
-            raise ValueError(f"--checkpoint {self.checkpoint} does not exist")
-        self.fixed_target(spec)  # raises for unknown classes
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"--methods names a method twice: {','.join(self.methods)}")
+        check_device_name(self.device)
+        self.fixed_target()  # raises for unknown classes
 
-    def fixed_target(self, spec: ModelSpec | None = None) -> int | None:
-        """The class index when ``--target`` names one class; None for predicted/label."""
+    def fixed_target(self, names: list[str] | None = None) -> int | None:
+        """The class index when ``--target`` names one class; None for predicted/label.
+
+        Args:
+            names: the network's class names (default: from the handler).
+        """
         if self.target in TARGET_KEYWORDS:
             return None
-        spec = spec or self.spec
+        spec = self.spec
         if self.target.lstrip("-").isdigit():
             idx = int(self.target)
             if not 0 <= idx < spec.num_classes:
                 raise ValueError(f"--target {idx} is out of range: {spec.name} has "
                                  f"{spec.num_classes} classes")
             return idx
-        names = spec.class_names() if spec.class_names else None
+        names = names if names is not None else self.handler().class_names()
         if names and self.target in names:
             return names.index(self.target)
         raise ValueError(f"--target {self.target!r} is not 'predicted', 'label', a class index "
                          f"or a class name of {spec.name}")
 
+    def method_options(self) -> MethodOptions:
+        return MethodOptions(aggregation=self.aggregation, fill=self.fill,
+                             fill_sigma=float(self.fill_sigma or 0.0),
+                             fill_window=int(self.fill_window or 1), layer=self.layer)
+
+    def explain_settings(self) -> ExplainSettings:
+        return ExplainSettings(
+            methods=self.methods, target=self.target, fixed_target=self.fixed_target(),
+            batch_size=self.batch_size, method_options=self.method_options(),
+            score=self.score, metrics=self.metrics, metric_steps=self.metric_steps,
+            pointing_radius=float(self.pointing_radius), insertion_blur=self.insertion_blur)
+
     def result_key(self) -> dict:
-        """The fields that change results (the output location and execution knobs excluded)."""
+        """The fields that change results (output location and execution knobs excluded;
+        the weights by their SHA-256, never by file name)."""
+        if self.weights_sha256 is None:
+            raise ValueError("config_hash needs weights_sha256 (validate the model first)")
         key = dataclasses.asdict(self)
-        for k in ("input", "output", "device", "threads", "cache_dir", "batch_size"):
+        for k in EXECUTION_ONLY:
             key.pop(k)
-        if self.checkpoint and os.path.isfile(self.checkpoint):
-            st = os.stat(self.checkpoint)
-            key["checkpoint"] = f"{os.path.basename(self.checkpoint)}:{st.st_size}"
+        key["target"] = self.target if self.fixed_target() is None else self.fixed_target()
+        if self.fill == "mean":  # fill parameters only matter for the fills that use them
+            key.pop("fill_sigma"), key.pop("fill_window")
+        elif self.fill == "blur":
+            key.pop("fill_window")
+        else:
+            key.pop("fill_sigma")
         return key
 
     def config_hash(self) -> str:

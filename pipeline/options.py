@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -17,13 +18,29 @@ class VidxaiOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         a = parser.add_argument
-        a("--input", required=True,
+        # Not argparse-required: Beam parses every imported options class on every
+        # Pipeline.run(), so a required flag here would break unrelated pipelines in the same
+        # process. config_from_options reports a missing one.
+        a("--input", default=None,
           help="directory of videos, a glob, or a CSV/JSONL manifest (columns: video, "
                "optional label, start_frame, boxes)")
-        a("--output", required=True, help="output directory or any Beam FileSystems URI")
-        a("--model", default="tiny", help="registered network (see --list-models)")
+        a("--output", default=None, help="output directory or any Beam FileSystems URI")
+        a("--model", default="tiny",
+          help="registered network (see --list-models), or your own: package.module:factory "
+               "(a callable returning an nn.Module; give --num-frames and --size)")
         a("--checkpoint", default=None,
-          help="local state_dict (.pt/.pth read with weights_only=True, or .safetensors)")
+          help="weights: a path or FileSystems URI (gs://, s3://, ...) of a .safetensors file "
+               "or a torch state_dict (read with weights_only=True)")
+        a("--num-classes", dest="num_classes", type=int, default=None,
+          help="output classes (default: the network's; a factory's is measured)")
+        a("--mean", type=_floats, default=None,
+          help="RGB mean on the [0, 1] scale, e.g. 0.45,0.45,0.45 (default: the network's)")
+        a("--std", type=_floats, default=None,
+          help="RGB standard deviation on the [0, 1] scale (default: the network's)")
+        a("--class-names", dest="class_names", default=None,
+          help="file or URI with one class name per line (default: the network's)")
+        a("--layer", default=None,
+          help="the network's layer for layer-based methods (default: the registry's)")
         a("--methods", default="aosa",
           help="comma list of methods: aosa, aosa_sgl, and the references random, center")
         a("--stride", type=int, default=None,
@@ -46,6 +63,16 @@ class VidxaiOptions(PipelineOptions):
           help="class to explain: predicted | label | a class index | a class name")
         a("--aggregation", default="mean",
           help="AOSA map: mean (score drop averaged over covering masks) | paper (Eq. 2)")
+        a("--score", default="prob",
+          help="what methods measure: prob (softmax probability of the target, the paper's f) "
+               "| logit")
+        a("--fill", default="mean",
+          help="occlusion fill: mean (dataset-mean colour) | blur | local_mean (mean of a "
+               "patch around each voxel, AOSA-approx's conditional sampling)")
+        a("--fill-sigma", dest="fill_sigma", type=float, default=None,
+          help="blur fill: Gaussian sigma in px (default: 5 px at 112 px, scaled)")
+        a("--fill-window", dest="fill_window", type=int, default=None,
+          help="local_mean fill: patch side in px (default: 36 px at 112 px, scaled)")
         a("--no-metrics", dest="metrics", action="store_false",
           help="skip deletion/insertion and pointing-game metrics")
         a("--metric-steps", dest="metric_steps", type=int, default=28,
@@ -60,21 +87,31 @@ class VidxaiOptions(PipelineOptions):
           help="where downloaded/converted weights are cached (default $VIDXAI_CACHE or "
                "~/.cache/vidxai)")
         a("--threads", type=int, default=0, help="torch CPU threads per worker (0: torch's)")
+        a("--max-failed-fraction", dest="max_failed_fraction", type=float, default=1.0,
+          help="fail the run (after writing what it has) when more than this fraction of the "
+               "clips was dead-lettered (default 1: never)")
+        a("--no-progress", dest="progress", action="store_false",
+          help="no progress line on stderr (local runs print one)")
 
 
 def config_from_options(options: PipelineOptions) -> RunConfig:
     """A resolved, validated RunConfig; ValueError with a one-line reason otherwise."""
     o = options.view_as(VidxaiOptions)
-    cfg = RunConfig(
-        input=o.input, output=o.output, model=o.model, checkpoint=o.checkpoint,
-        methods=tuple(o.methods.split(",")), stride=o.stride, box_size=o.box_size,
-        topk=o.topk, num_frames=o.num_frames, size=o.size, frame_stride=o.frame_stride,
-        batch_size=o.batch_size, device=o.device, precision=o.precision, target=o.target,
-        aggregation=o.aggregation, metrics=o.metrics, metric_steps=o.metric_steps,
-        pointing_radius=o.pointing_radius, insertion_blur=o.insertion_blur, seed=o.seed,
-        cache_dir=o.cache_dir,
-        threads=o.threads)
-    return cfg.resolve()
+    for flag in ("input", "output"):
+        if not getattr(o, flag):
+            raise ValueError(f"--{flag} is required")
+    fields = {f.name for f in dataclasses.fields(RunConfig)} - {"weights_sha256"}
+    values = {k: getattr(o, k) for k in fields}
+    values["methods"] = tuple(o.methods.split(","))
+    return RunConfig(**values).resolve()
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}"
+                                         ) from None
 
 
 def with_default_runner(options: PipelineOptions) -> PipelineOptions:

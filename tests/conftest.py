@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import synth
+from pipeline.apps import synth
 from tests.test_tubes import translating_clip
 
 

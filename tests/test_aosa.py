@@ -11,6 +11,8 @@ from models.registry import get_spec
 from tests.test_tubes import constant_flow
 from transforms.masks import mask_members, occlusion_masks
 from transforms.methods import get_method
+from transforms.methods.base import MethodOptions
+from transforms.perturbation import PerturbationEngine
 from transforms.scoring import Scorer
 from transforms.tubes import Tubes, build_tubes
 
@@ -30,6 +32,8 @@ def dense_reference(x: np.ndarray, tubes: Tubes, score, integrate: bool, aggrega
     scores = np.array([score(x * keep[i][None]) for i in range(n)])
     if aggregation == "paper":  # Eq. 2
         return (scores[:, None, None, None] * keep).sum(0) / n
+    if aggregation == "reference":  # the authors' code: sum (p_i - p_0) m_i / mean(m_i) / N
+        return sum((scores[i] - score(x)) * keep[i] / keep[i].mean() for i in range(n)) / n
     drop = score(x) - scores
     occ = 1.0 - keep
     cover = occ.sum(0)
@@ -59,7 +63,15 @@ def make_scorer(model: nn.Module) -> Scorer:
     return Scorer(model, get_spec("tiny"), torch.device("cpu"))
 
 
-@pytest.mark.parametrize("aggregation", ["mean", "paper"])
+def explain(method: str, scorer: Scorer, x: torch.Tensor, target: int, tubes: Tubes,
+            batch_size: int, aggregation: str = "mean", **engine_kw):
+    """(map (T, H, W) numpy, engine) of one method on one clip."""
+    engine = PerturbationEngine(scorer, x, target, batch_size=batch_size, **engine_kw)
+    sal = get_method(method, MethodOptions(aggregation=aggregation)).explain(engine, tubes)
+    return sal.saliency.numpy(), engine
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "paper", "reference"])
 @pytest.mark.parametrize("method", ["aosa", "aosa_sgl"])
 def test_matches_independent_dense_implementation(moving_tubes, method, aggregation):
     model = RegionModel((slice(8, 20), slice(4, 16)))
@@ -70,10 +82,10 @@ def test_matches_independent_dense_implementation(moving_tubes, method, aggregat
         logits = model(torch.from_numpy(v).float()[None])
         return torch.softmax(logits, 1)[0, 0].item()
 
-    got = get_method(method, aggregation).explain(scorer, x, 0, moving_tubes, batch_size=5)
+    got, engine = explain(method, scorer, x, 0, moving_tubes, 5, aggregation)
     want = dense_reference(x.numpy(), moving_tubes, score, method == "aosa", aggregation)
-    assert got.forward_passes == moving_tubes.num_masks + 1 == 17
-    np.testing.assert_allclose(got.saliency.numpy(), want, atol=1e-6)
+    assert engine.passes.forward == moving_tubes.num_masks + 1 == 17  # N masks + clean clip
+    np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16, 64])
@@ -83,9 +95,9 @@ def test_batch_size_does_not_change_the_map(moving_tubes, batch_size):
 
     scorer = make_scorer(TinyVideoNet(4))
     x = torch.randn(3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
-    ref = get_method("aosa").explain(scorer, x, 2, moving_tubes, batch_size=16).saliency
-    got = get_method("aosa").explain(scorer, x, 2, moving_tubes, batch_size=batch_size).saliency
-    np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-6, rtol=0)
+    ref, _ = explain("aosa", scorer, x, 2, moving_tubes, 16)
+    got, _ = explain("aosa", scorer, x, 2, moving_tubes, batch_size)
+    np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
 
 
 REGION = (slice(20, 28), slice(4, 12))  # rows 20..27, cols 4..11
@@ -96,8 +108,7 @@ def region_saliency(aggregation: str) -> np.ndarray:
     tubes = build_tubes(flow, stride=4, box_hw=(8, 8), topk=0)
     scorer = make_scorer(RegionModel(REGION))
     x = torch.ones(3, 8, 32, 32)
-    method = get_method("aosa_sgl", aggregation)
-    return method.explain(scorer, x, 0, tubes, batch_size=8).saliency.numpy()
+    return explain("aosa_sgl", scorer, x, 0, tubes, 8, aggregation)[0]
 
 
 def test_region_only_model_puts_saliency_in_the_region():

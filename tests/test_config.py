@@ -7,11 +7,12 @@ import dataclasses
 import pytest
 
 from pipeline.config import RunConfig
-from transforms.saliency import ExplainSettings, choose_target
+from transforms.explain import ExplainSettings, choose_target
 
 
 def cfg(**kw) -> RunConfig:
-    return RunConfig(input="in", output="out", **kw).resolve()
+    return dataclasses.replace(RunConfig(input="in", output="out", **kw).resolve(),
+                               weights_sha256="0" * 64)
 
 
 def test_defaults_scale_the_paper_setting_with_the_input_size():
@@ -49,3 +50,11 @@ def test_config_hash_tracks_results_not_execution():
                                                      device="cpu").config_hash()
     assert base.config_hash() != dataclasses.replace(base, stride=4).config_hash()
     assert base.config_hash() != dataclasses.replace(base, aggregation="paper").config_hash()
+    assert base.config_hash() != dataclasses.replace(base, score="logit").config_hash()
+    assert base.config_hash() != dataclasses.replace(base, fill="blur").config_hash()
+    # The weights enter by content: another SHA-256 is another configuration, a renamed copy
+    # of the same file is not.
+    assert base.config_hash() != dataclasses.replace(base, weights_sha256="1" * 64).config_hash()
+    assert base.config_hash() == dataclasses.replace(base, checkpoint="/x/renamed.pt").config_hash()
+    # A fill parameter only matters for the fill that uses it.
+    assert base.config_hash() == dataclasses.replace(base, fill_window=3).config_hash()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.evaluate import bootstrap_ci, markdown, summarise
+from pipeline.apps.evaluate import bootstrap_ci, markdown, summarise
 
 
 def test_bootstrap_interval_of_the_mean():

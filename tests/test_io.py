@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipeline.records import ClipRef, ErrorRecord, make_clip_id
 from transforms.io import list_clips
+from transforms.records import ClipRef, ErrorRecord, make_clip_id
 
 
 def test_directory_and_glob(tmp_path):

@@ -52,8 +52,11 @@ def test_device_and_precision_resolution():
 
 
 def test_metrics_use_the_chosen_insertion_start_image():
+    import dataclasses
+
+    from transforms.explain import ExplainSettings, measure
     from transforms.metrics import blurred_baseline
-    from transforms.saliency import ExplainSettings, measure
+    from transforms.perturbation import PerturbationEngine
 
     net, spec = build_model("tiny")
     scorer = Scorer(net, spec, torch.device("cpu"))
@@ -61,14 +64,16 @@ def test_metrics_use_the_chosen_insertion_start_image():
     sal = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
     base = ExplainSettings(methods=("aosa",), target="predicted", fixed_target=None,
                            batch_size=4, metric_steps=4)
-    plain = measure(scorer, x, sal, 1, None, base)
+    engine = PerturbationEngine(scorer, x, 1, batch_size=4)
+    plain = measure(engine, sal, None, base)
     score = lambda v: float(scorer.target_scores(v.unsqueeze(0), 1)[0])  # noqa: E731
-    assert plain["insertion_curve"][0] == pytest.approx(score(torch.zeros_like(x)), abs=1e-6)
-    assert plain["deletion_curve"][0] == pytest.approx(score(x), abs=1e-6)
-    assert plain["spt_rate"] is None and plain["metric_forward_passes"] == 10
-    import dataclasses
-
-    blurred = measure(scorer, x, sal, 1, None, dataclasses.replace(base, insertion_blur=2.0))
-    assert blurred["insertion_curve"][0] == pytest.approx(score(blurred_baseline(x, 2.0)),
-                                                          abs=1e-6)
-    assert blurred["deletion_curve"] == pytest.approx(plain["deletion_curve"])
+    assert plain.insertion_curve[0] == pytest.approx(score(torch.zeros_like(x)), abs=1e-6)
+    assert plain.deletion_curve[0] == pytest.approx(score(x), abs=1e-6)
+    assert plain.insertion_curve[-1] == pytest.approx(score(x), abs=1e-6)
+    # 2 × 5 points, of which the two equal to the clean clip reuse its shared score.
+    assert plain.spt_rate is None and plain.forward_passes == 8
+    assert engine.passes.forward == 1 + 8
+    blurred = measure(engine, sal, None, dataclasses.replace(base, insertion_blur=2.0))
+    assert blurred.insertion_curve[0] == pytest.approx(score(blurred_baseline(x, 2.0)),
+                                                       abs=1e-6)
+    assert blurred.deletion_curve == pytest.approx(plain.deletion_curve)

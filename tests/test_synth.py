@@ -1,4 +1,4 @@
-"""Synthetic dataset (pipeline.synth) and the committed synth_small3d checkpoint."""
+"""Synthetic dataset (pipeline.apps.synth) and the committed synth_small3d checkpoint."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 
 from models import build_model
 from models.small3d import CHECKPOINT, SYNTH_CLASS_NAMES
-from pipeline import synth
-from pipeline.train import to_input
+from pipeline.apps import synth
+from pipeline.apps.train import to_input
 from transforms.decode import ClipError, decode_clip, resize_and_crop
 
 

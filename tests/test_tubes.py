@@ -12,6 +12,7 @@ from transforms.tubes import (
     build_tubes,
     cooccurrence,
     displacement_vectors,
+    num_anchors,
     top_k_partners,
     track_anchors,
     tube_boxes,
@@ -44,6 +45,16 @@ def test_anchor_grid_matches_the_reference_layout():
     xs = np.unique(a[:, 0])
     assert xs[0] == 4 and xs[-1] == 108 and np.all(np.diff(xs) == 8)
     assert tuple(a[1]) == (12.0, 4.0)  # row-major: x varies fastest
+
+
+def test_odd_strides_put_anchors_on_the_reference_pixels():
+    """s // 2 + k·s: for s = 5 the reference's 2, 7, 12, ... (s / 2 = 2.5 would round to 3)."""
+    a = anchor_grid(23, 17, 5)
+    xs, ys = np.unique(a[:, 0]), np.unique(a[:, 1])
+    assert xs.tolist() == [2, 7, 12] and ys.tolist() == [2, 7, 12, 17, 22]
+    assert a.shape[0] == num_anchors(23, 17, 5) == 15
+    for size, stride in [(112, 8), (64, 4), (24, 6), (50, 7), (33, 3)]:
+        assert anchor_grid(size, size, stride).shape[0] == num_anchors(size, size, stride)
 
 
 @pytest.mark.parametrize("dx,dy", [(2, 1), (-1, 2), (0, 0)])

@@ -6,27 +6,17 @@ import logging
 
 import apache_beam as beam
 
-from pipeline.records import ClipData, ClipFlow, ClipRef, ClipTubes, ErrorRecord
+from transforms.records import ErrorRecord, clip_ref
 
 ERRORS = "errors"
 log = logging.getLogger(__name__)
 
 
-def clip_ref(element) -> ClipRef:
-    """The ClipRef inside any stage record."""
-    while not isinstance(element, ClipRef):
-        if isinstance(element, (ClipFlow, ClipTubes)):
-            element = element.clip
-        elif isinstance(element, ClipData):
-            element = element.ref
-        else:
-            raise TypeError(f"not a clip record: {type(element).__name__}")
-    return element
-
-
 class DeadLetterFn(beam.DoFn):
     """Applies :meth:`apply` to each clip; any exception → ErrorRecord on tag ``errors``.
 
+    All-or-nothing: the outputs of one element are collected first and emitted only when
+    :meth:`apply` finished, so a clip that fails half-way leaves an error row and nothing else.
     Subclasses set ``stage`` and implement ``apply(element) -> iterable of outputs``.
     """
 
@@ -37,7 +27,7 @@ class DeadLetterFn(beam.DoFn):
 
     def process(self, element):
         try:
-            yield from self.apply(element)
+            outputs = list(self.apply(element))
         except Exception as exc:  # noqa: BLE001 - every clip failure is a dead letter
             ref = clip_ref(element)
             log.warning("clip %s (%s) failed in %s: %s: %s", ref.clip_id, ref.video,
@@ -45,3 +35,5 @@ class DeadLetterFn(beam.DoFn):
             beam.metrics.Metrics.counter("vidxai", "clips_failed").inc()
             yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.of(ref.clip_id, ref.video,
                                                                   self.stage, exc))
+            return
+        yield from outputs

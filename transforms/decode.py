@@ -172,8 +172,8 @@ def clip_boxes(
 
 # --- Beam wrapper ---
 
-from pipeline.records import ClipData, ClipRef  # noqa: E402
 from transforms.deadletter import DeadLetterFn  # noqa: E402
+from transforms.records import ClipData, ClipRef  # noqa: E402
 
 
 class DecodeFn(DeadLetterFn):

@@ -52,8 +52,8 @@ def farneback_flow(frames: np.ndarray, params: FlowParams | None = None) -> np.n
 
 # --- Beam wrapper ---
 
-from pipeline.records import ClipData, ClipFlow  # noqa: E402
 from transforms.deadletter import DeadLetterFn  # noqa: E402
+from transforms.records import ClipData, ClipFlow  # noqa: E402
 
 
 class FlowFn(DeadLetterFn):

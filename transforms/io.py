@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.records import ClipRef, ErrorRecord, make_clip_id
+from transforms.records import ClipRef, ErrorRecord, make_clip_id
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson")

@@ -23,10 +23,11 @@ from typing import Literal, TypedDict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from transforms.perturbation import blur_fill, perturbed_scores
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
-"""``score_fn(batch (B, 3, T, H, W)) -> (B,)`` target-class probabilities."""
+"""``score_fn(batch (B, 3, T, H, W)) -> (B,)`` target-class scores."""
 
 Box = Sequence[float]
 
@@ -99,6 +100,7 @@ def perturbation_curve(
     steps: int = 28,
     baseline: torch.Tensor | None = None,
     batch_size: int = 8,
+    clean_score: float | None = None,
 ) -> np.ndarray:
     """Score curve while voxels are deleted from / inserted into ``x`` by decreasing saliency.
 
@@ -106,18 +108,22 @@ def perturbation_curve(
     salient first; equal saliencies keep flat (row-major ``t, h, w``) index order, so the curve is
     deterministic. At step ``k`` (``k = 0..steps``) the top ``round(k * T*H*W / steps)`` voxels
     (half rounded up) are replaced by ``baseline`` (deletion, starting from ``x``) or copied from
-    ``x`` into ``baseline`` (insertion, starting from ``baseline``). Perturbed inputs are built on
-    ``x``'s device chunk by chunk, at most ``batch_size`` at a time, and scored without gradients.
+    ``x`` into ``baseline`` (insertion, starting from ``baseline``). The perturbed inputs go
+    through the perturbation engine's loop (:func:`transforms.perturbation.perturbed_scores`),
+    at most ``batch_size`` at a time.
 
     Args:
         x: one normalised model input ``(3, T, H, W)``.
         saliency: ``(T, H, W)`` map (tensor or array) on the same pixel grid.
-        score_fn: ``score_fn(batch (B, 3, T, H, W)) -> (B,)`` target-class probabilities.
+        score_fn: ``score_fn(batch (B, 3, T, H, W)) -> (B,)`` target-class scores.
         mode: ``"deletion"`` or ``"insertion"``.
         steps: number of steps; the curve has ``steps + 1`` points.
         baseline: fill, broadcastable to ``(3, T, H, W)``; default zeros (the dataset-mean colour
             in normalised space). :func:`blurred_baseline` gives RISE's blurred insertion start.
         batch_size: largest batch passed to ``score_fn``.
+        clean_score: the score of ``x`` itself when already known (the clean forward is shared):
+            the point whose input is ``x`` (deletion's first, insertion's last) is then not
+            forwarded again.
 
     Returns:
         float64 array ``(steps + 1,)``: deletion starts at ``score(x)`` and ends at
@@ -132,69 +138,34 @@ def perturbation_curve(
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     if x.ndim != 4 or x.shape[0] != 3:
         raise ValueError(f"x must have shape (3, T, H, W), got {tuple(x.shape)}")
+    x = x.detach()
+    rank = _saliency_rank(saliency, tuple(x.shape[1:]), x.device)[None]  # (1, T, H, W)
+    base = (torch.zeros_like(x) if baseline is None
+            else torch.broadcast_to(baseline.detach().to(x.device, x.dtype), x.shape))
+    # deletion: the top voxels take the baseline; insertion: the top voxels come from x.
+    source, fill = (x, base) if mode == "deletion" else (base, x)
+    counts = _step_counts(rank.numel(), steps)
+    clean_step = 0 if mode == "deletion" else steps  # the step whose input is x itself
+    todo = [k for k in range(steps + 1) if clean_score is None or k != clean_step]
+
+    def mask_batches():
+        for start in range(0, len(todo), batch_size):
+            chunk = torch.tensor([counts[k] for k in todo[start:start + batch_size]],
+                                 device=x.device)
+            yield rank < chunk.view(-1, 1, 1, 1)  # (B, T, H, W)
+
+    curve = np.empty(steps + 1, dtype=np.float64)
+    if clean_score is not None:
+        curve[clean_step] = clean_score
+    done = 0
     with torch.no_grad():
-        x = x.detach()
-        rank = _saliency_rank(saliency, tuple(x.shape[1:]), x.device)[None, None]  # (1,1,T,H,W)
-        if baseline is None:
-            base = torch.zeros_like(x)
-        else:
-            base = torch.broadcast_to(baseline.detach().to(x.device, x.dtype), x.shape)
-        # deletion: perturbed voxels take the baseline; insertion: perturbed voxels come from x.
-        on, off = (base, x) if mode == "deletion" else (x, base)
-        counts = _step_counts(rank.numel(), steps)
-        scores: list[np.ndarray] = []
-        for start in range(0, len(counts), batch_size):
-            chunk = torch.tensor(counts[start : start + batch_size], device=x.device)
-            mask = rank < chunk.view(-1, 1, 1, 1, 1)  # (B, 1, T, H, W)
-            batch = torch.where(mask, on, off)  # (B, 3, T, H, W)
-            out = torch.as_tensor(score_fn(batch)).detach()
-            if out.shape != (batch.shape[0],):
-                raise ValueError(
-                    f"score_fn returned shape {tuple(out.shape)} for a batch of {batch.shape[0]}"
-                )
-            scores.append(out.to("cpu", torch.float64).numpy())
-            del batch, mask
-    return np.concatenate(scores)
+        for _, scores in perturbed_scores(source, fill, mask_batches(), score_fn):
+            curve[todo[done:done + scores.shape[0]]] = scores.cpu().double().numpy()
+            done += scores.shape[0]
+    return curve
 
 
-def _gaussian_kernel1d(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Normalised 1-D Gaussian truncated at ``ceil(3 * sigma)`` pixels each side."""
-    radius = max(1, math.ceil(3.0 * sigma))
-    pos = torch.arange(-radius, radius + 1, device=device, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (pos / sigma) ** 2)
-    return (kernel / kernel.sum()).to(dtype)
-
-
-def blurred_baseline(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur in space only, per frame and channel (RISE's insertion start image).
-
-    Separable kernel truncated at ``ceil(3 * sigma)`` px, borders padded by replication (so a
-    constant image stays constant); frames are never mixed.
-
-    Args:
-        x: ``(..., H, W)`` tensor, e.g. one model input ``(3, T, H, W)``.
-        sigma: standard deviation in pixels; 0 returns a copy of ``x``.
-
-    Returns:
-        Tensor with the shape, dtype and device of ``x``.
-
-    Raises:
-        ValueError: if ``sigma`` is negative or not finite.
-    """
-    if not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
-    if sigma == 0:
-        return x.detach().clone()
-    h, w = x.shape[-2:]
-    with torch.no_grad():
-        kernel = _gaussian_kernel1d(sigma, x.device, x.dtype)
-        r = kernel.numel() // 2
-        planes = x.detach().reshape(-1, 1, h, w)
-        planes = F.pad(planes, (r, r, 0, 0), mode="replicate")
-        planes = F.conv2d(planes, kernel.view(1, 1, 1, -1))
-        planes = F.pad(planes, (0, 0, r, r), mode="replicate")
-        planes = F.conv2d(planes, kernel.view(1, 1, -1, 1))
-    return planes.reshape(x.shape)
+blurred_baseline = blur_fill  # RISE's insertion start image (see transforms.perturbation)
 
 
 class DeletionInsertion(TypedDict):
@@ -214,6 +185,7 @@ def deletion_insertion(
     steps: int = 28,
     batch_size: int = 8,
     insertion_baseline: torch.Tensor | None = None,
+    clean_score: float | None = None,
 ) -> DeletionInsertion:
     """Deletion and insertion curves and AUCs of one saliency map (paper: 28 steps).
 
@@ -224,25 +196,29 @@ def deletion_insertion(
     Args:
         x: one normalised model input ``(3, T, H, W)``.
         saliency: ``(T, H, W)`` map.
-        score_fn: ``score_fn(batch (B, 3, T, H, W)) -> (B,)`` target-class probabilities.
+        score_fn: ``score_fn(batch (B, 3, T, H, W)) -> (B,)`` target-class scores.
         steps: perturbation steps per curve.
         batch_size: largest batch passed to ``score_fn``.
         insertion_baseline: start image of insertion, broadcastable to ``x``.
+        clean_score: the score of ``x`` when already known (shared clean forward): then the two
+            curve points whose input is ``x`` itself are not forwarded again.
 
     Returns:
         Dict with ``deletion_auc`` (lower is better), ``insertion_auc`` (higher is better), both
-        curves, and ``forward_passes``: model inputs scored, ``2 * (steps + 1)``.
+        curves, and ``forward_passes``: model inputs scored, ``2 * (steps + 1)``, or
+        ``2 * steps`` with ``clean_score``.
     """
-    deletion = perturbation_curve(x, saliency, score_fn, "deletion", steps, None, batch_size)
+    deletion = perturbation_curve(x, saliency, score_fn, "deletion", steps, None, batch_size,
+                                  clean_score)
     insertion = perturbation_curve(
-        x, saliency, score_fn, "insertion", steps, insertion_baseline, batch_size
+        x, saliency, score_fn, "insertion", steps, insertion_baseline, batch_size, clean_score
     )
     return DeletionInsertion(
         deletion_auc=auc(deletion),
         insertion_auc=auc(insertion),
         deletion_curve=deletion,
         insertion_curve=insertion,
-        forward_passes=int(deletion.size + insertion.size),
+        forward_passes=int(deletion.size + insertion.size) - (0 if clean_score is None else 2),
     )
 
 

@@ -1,34 +1,42 @@
 """Model scoring on the device: preprocessing, batched forwards, with or without gradients.
 
-One :class:`Scorer` owns a network, its preprocessing and the device policy. Every method and
-metric feeds it batches of model inputs (and counts its own passes: a Scorer is shared by the
-threads of a worker). Gradient methods call :meth:`Scorer.target_scores` with ``grad=True`` and
-backpropagate themselves (nothing here forces ``no_grad``).
+One :class:`Scorer` owns a network, its preprocessing and the device policy; the model handler
+(:mod:`transforms.model_handler`) builds it on the worker and shares it per process. Methods and
+metrics reach it through the perturbation engine (:mod:`transforms.perturbation`), which counts
+passes (a Scorer is shared by the threads of a worker, so it keeps no per-clip state). Nothing
+here forces ``no_grad``: gradient methods differentiate :meth:`Scorer.logits`.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from models.registry import ModelSpec, build_model
+from models.registry import ModelSpec
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def check_device_name(device: str) -> None:
+    """Syntax only (``auto``, ``cpu``, ``cuda``, ``cuda:N``): whether the device exists is
+    checked where the network loads (a CPU laptop may launch a GPU job on a cluster)."""
+    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:")
+                                             and device[5:].isdigit()):
+        return
+    raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    check_device_name(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} was asked for but this machine has no CUDA "
+                         "device (use --device auto to fall back to the CPU)")
     return torch.device(device)
 
 
@@ -56,12 +64,16 @@ class Scorer:
         spec: its registry entry (preprocessing).
         device: where inputs, masks and the model live.
         amp_dtype: autocast dtype, or None for fp32.
+        class_names: names of the output classes, or None (indices are reported then).
+        weights_sha256: identity of the weights (see the model handler).
     """
 
     model: nn.Module
     spec: ModelSpec
     device: torch.device
     amp_dtype: torch.dtype | None = None
+    class_names: list[str] | None = None
+    weights_sha256: str = ""
     _mean: torch.Tensor = field(init=False, repr=False)
     _std: torch.Tensor = field(init=False, repr=False)
     _memory_format: torch.memory_format = field(init=False, repr=False)
@@ -113,25 +125,7 @@ class Scorer:
         with torch.inference_mode():
             return self.probs(x)[:, target]
 
-
-# One network per (model, checkpoint, device, ...) per process: DoFn instances on the same worker
-# share it (beam.utils.shared.Shared does the same across bundles; this also covers threads).
-_CACHE: dict[tuple, Scorer] = {}
-_LOCK = threading.Lock()
-
-
-def load_scorer(model: str, checkpoint: str | None, device: str, precision: str,
-                num_classes: int | None = None, seed: int = 0, cache_dir: str | None = None,
-                threads: int = 0) -> Scorer:
-    """Build (once per process) the :class:`Scorer` for these settings."""
-    key = (model, checkpoint, device, precision, num_classes, seed, cache_dir)
-    with _LOCK:
-        if key not in _CACHE:
-            if threads > 0:
-                torch.set_num_threads(threads)
-            dev = resolve_device(device)
-            net, spec = build_model(model, checkpoint, num_classes, seed,
-                                    None if cache_dir is None else Path(cache_dir))
-            _CACHE[key] = Scorer(net, spec, dev, resolve_precision(precision, dev))
-        return _CACHE[key]
-
+    def class_name(self, index: int) -> str:
+        """Name of class ``index`` (the index as text when names are unknown)."""
+        names = self.class_names
+        return names[index] if names is not None and 0 <= index < len(names) else str(index)

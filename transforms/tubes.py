@@ -7,7 +7,8 @@ boxes and the co-occurrence partners; :mod:`transforms.masks` rasterises them on
 device.
 
 Choices (documented in the README):
-- Anchors at ``s/2, s/2 + s, ...`` on each axis (the reference code's grid; N = (H/s)(W/s)).
+- Anchors at ``s//2, s//2 + s, ...`` on each axis (the reference code's grid, integer pixels
+  for odd strides too; N = ceil((H - s//2) / s) · ceil((W - s//2) / s)).
 - An anchor advances by the flow sampled at its rounded position (``floor(p + 0.5)``).
 - Frame-out: once the rounded anchor leaves the frame the tube stops occluding for the rest of
   the clip (§3.3) and its displacement is 0 from then on.
@@ -58,15 +59,18 @@ class Tubes:
 
 
 def anchor_grid(height: int, width: int, stride: int) -> np.ndarray:
-    """Anchors every ``stride`` px starting at ``stride / 2``.
+    """Anchors every ``stride`` px starting at ``stride // 2`` (the reference code's grid).
+
+    Integer positions for every stride: an odd stride's cell centre ``s / 2`` falls on a half
+    pixel, which rounding would move one pixel right / down of the reference's anchor.
 
     Returns:
         float32 (N, 2) positions (x, y), rows first then columns (row-major order).
     """
     if stride < 1:
         raise ValueError(f"anchor stride must be >= 1, got {stride}")
-    xs = np.arange(stride / 2, width, stride, dtype=np.float32)
-    ys = np.arange(stride / 2, height, stride, dtype=np.float32)
+    xs = np.arange(stride // 2, width, stride, dtype=np.float32)
+    ys = np.arange(stride // 2, height, stride, dtype=np.float32)
     gy, gx = np.meshgrid(ys, xs, indexing="ij")
     return np.stack([gx.ravel(), gy.ravel()], axis=1)
 
@@ -208,14 +212,15 @@ def tubes_from_frames(frames: np.ndarray, stride: int, box_hw: tuple[int, int], 
 
 
 def num_anchors(height: int, width: int, stride: int) -> int:
-    """N for a frame size and stride (ceil((side - s/2) / s) per axis)."""
-    return math.ceil((height - stride / 2) / stride) * math.ceil((width - stride / 2) / stride)
+    """N for a frame size and stride (ceil((side - s//2) / s) per axis)."""
+    return (math.ceil((height - stride // 2) / stride)
+            * math.ceil((width - stride // 2) / stride))
 
 
 # --- Beam wrapper ---
 
-from pipeline.records import ClipFlow, ClipTubes  # noqa: E402
 from transforms.deadletter import DeadLetterFn  # noqa: E402
+from transforms.records import ClipFlow, ClipTubes  # noqa: E402
 
 
 class TubesFn(DeadLetterFn):

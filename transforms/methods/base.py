@@ -1,10 +1,15 @@
 """The interface every explanation method implements, and the method registry.
 
-A method turns one normalised clip ``x`` (3, T, H, W) on the scoring device, a target class and
-(for tube methods) the clip's :class:`~transforms.tubes.Tubes` into a saliency map (T, H, W).
-It scores inputs only through the :class:`~transforms.scoring.Scorer`, in batches of at most
-``batch_size`` clips, and may run backward passes (``scorer.target_scores(..., grad=True)``):
+A method turns one clip, bound to the scoring device in a
+:class:`~transforms.perturbation.PerturbationEngine` (the clip ``engine.x`` (3, T, H, W), the
+target class, the score, the batch size, the clean clip's score), and — for tube methods — the
+clip's :class:`~transforms.tubes.Tubes` into a saliency map (T, H, W). It reaches the network
+only through the engine, which batches forwards, offers the gradient path
+(:meth:`~transforms.perturbation.PerturbationEngine.score_with_grad`) and counts every pass, so
 gradient methods (Grad-CAM, AOSA-approx, STEP, F-EP) fit the same call shape.
+
+Options that change a method's result live in one frozen :class:`MethodOptions`, built once from
+the run configuration and given to every method's constructor.
 """
 
 from __future__ import annotations
@@ -15,23 +20,43 @@ from dataclasses import dataclass
 
 import torch
 
-from transforms.scoring import Scorer
+from transforms.perturbation import PerturbationEngine
 from transforms.tubes import Tubes
 
 
 @dataclass(frozen=True)
-class Explanation:
-    """One saliency map and its cost.
+class MethodOptions:
+    """Method settings (README: options).
 
     Attributes:
-        saliency: float32 (T, H, W) on the CPU.
-        forward_passes: clips forwarded through the network (the base forward excluded).
-        backward_passes: clips backpropagated.
+        aggregation: how AOSA turns mask scores into a map (``mean`` | ``paper``).
+        fill: occlusion fill (``mean`` | ``blur`` | ``local_mean``; see
+            :mod:`transforms.perturbation`).
+        fill_sigma: Gaussian sigma in px of the ``blur`` fill.
+        fill_window: patch side in px of the ``local_mean`` fill.
+        layer: network layer for layer-based methods (None: the network's default).
     """
 
+    aggregation: str = "mean"
+    fill: str = "mean"
+    fill_sigma: float = 5.0
+    fill_window: int = 36
+    layer: str | None = None
+
+    def fill_of(self, engine: PerturbationEngine) -> torch.Tensor | float:
+        """The configured fill for the engine's clip."""
+        if self.fill == "blur":
+            return engine.fill("blur", sigma=self.fill_sigma)
+        if self.fill == "local_mean":
+            return engine.fill("local_mean", window=self.fill_window)
+        return engine.fill(self.fill)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One saliency map: float32 (T, H, W) on the CPU (passes are counted by the engine)."""
+
     saliency: torch.Tensor
-    forward_passes: int
-    backward_passes: int = 0
 
 
 class Method(ABC):
@@ -39,11 +64,14 @@ class Method(ABC):
 
     name: str = ""
     needs_tubes: bool = False
+    uses_network: bool = True  # its cost includes the clean forward it shares (False: none)
+
+    def __init__(self, options: MethodOptions | None = None) -> None:
+        self.options = options or MethodOptions()
 
     @abstractmethod
-    def explain(self, scorer: Scorer, x: torch.Tensor, target: int, tubes: Tubes | None,
-                batch_size: int) -> Explanation:
-        """Saliency of ``target`` for the normalised clip ``x`` (3, T, H, W) on the device."""
+    def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
+        """Saliency of ``engine.target`` for the clip ``engine.x``."""
 
 
 METHODS: dict[str, Callable[..., Method]] = {}
@@ -59,15 +87,15 @@ def register_method(name: str):
     return wrap
 
 
-def get_method(name: str, *args, **kwargs) -> Method:
-    """A fresh method instance (arguments go to its constructor).
+def get_method(name: str, options: MethodOptions | None = None) -> Method:
+    """A fresh method instance.
 
     Raises:
         ValueError: unknown ``name`` (the message lists the choices).
     """
     if name not in available_methods():  # also imports the built-in methods
         raise ValueError(f"unknown method {name!r}; choose from: {', '.join(sorted(METHODS))}")
-    return METHODS[name](*args, **kwargs)
+    return METHODS[name](options)
 
 
 def available_methods() -> list[str]:

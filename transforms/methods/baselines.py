@@ -15,7 +15,7 @@ import torch
 
 from transforms.methods.base import Explanation, Method, register_method
 from transforms.metrics import center_bias_map, random_map
-from transforms.scoring import Scorer
+from transforms.perturbation import PerturbationEngine
 from transforms.tubes import Tubes
 
 
@@ -27,16 +27,14 @@ def content_seed(x: torch.Tensor) -> int:
 class _ReferenceMap(Method):
     """A map computed from the clip's shape (and values) alone: no network pass."""
 
-    def __init__(self, *_options) -> None:  # takes, and ignores, the options AOSA uses
-        pass
+    uses_network = False
 
     def make_map(self, x: torch.Tensor) -> np.ndarray:
         """float32 (T, H, W) for the normalised clip ``x`` (3, T, H, W)."""
         raise NotImplementedError
 
-    def explain(self, scorer: Scorer, x: torch.Tensor, target: int, tubes: Tubes | None,
-                batch_size: int) -> Explanation:
-        return Explanation(torch.from_numpy(self.make_map(x).astype(np.float32)), 0)
+    def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
+        return Explanation(torch.from_numpy(self.make_map(engine.x).astype(np.float32)))
 
 
 @register_method("random")

@@ -2,9 +2,9 @@
 
 The committed checkpoint ``models/data/synth_small3d.pt`` (and its ``.json`` report) came from::
 
-    python -m pipeline.synth --out /tmp/vidxai_synth --seed 0 --per-class 250 --size 128 \\
+    python -m pipeline.apps.synth --out /tmp/vidxai_synth --seed 0 --per-class 250 --size 128 \\
         --frames 24 --camera-pan --decoy-fraction 0.5
-    python -m pipeline.train --data /tmp/vidxai_synth --out models/data/synth_small3d.pt \\
+    python -m pipeline.apps.train --data /tmp/vidxai_synth --out models/data/synth_small3d.pt \\
         --epochs 20 --seed 0
 
 (752 train / 248 test clips; about 4 minutes on 2 CPU cores; the test accuracy, confusion
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from models import ModelSpec, get_spec
-from pipeline.synth import CLASS_NAMES, HFLIP_LABEL, REVERSE_LABEL, VFLIP_LABEL
+from pipeline.apps.synth import CLASS_NAMES, HFLIP_LABEL, REVERSE_LABEL, VFLIP_LABEL
 from transforms.decode import decode_clip
 
 MODEL_NAME = "synth_small3d"
@@ -106,7 +106,7 @@ def augment(frames: np.ndarray, label: int, rng: np.random.Generator, num_frames
 
     Args:
         frames: uint8 (T, H, W, 3) with T >= ``num_frames``.
-        label: class index of :data:`pipeline.synth.CLASS_NAMES`.
+        label: class index of :data:`pipeline.apps.synth.CLASS_NAMES`.
         rng: source of randomness.
         num_frames: window length.
 
@@ -232,10 +232,10 @@ def _subset_accuracy(preds: np.ndarray, labels: np.ndarray, keep: np.ndarray) ->
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.apps.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True,
-                        help="dataset directory written by pipeline.synth")
+                        help="dataset directory written by pipeline.apps.synth")
     parser.add_argument("--out", type=Path, default=Path("models/data/synth_small3d.pt"))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.build import Outputs
+from transforms.sink import OutputPaths
 
 
 def read_table(directory: str, columns: list[str] | None = None) -> pa.Table | None:
@@ -41,23 +41,23 @@ def versions() -> dict:
             "pyarrow": pa.__version__}
 
 
-def counts_from_outputs(out: Outputs) -> dict:
+def counts_from_outputs(out: OutputPaths) -> dict:
     """Clip counts read back from the written tables (the truth, whatever the runner said)."""
-    sal = read_table(out.join("saliency"), columns=["clip_id"])
+    sal = read_table(out.saliency, columns=["clip_id"])
     written = 0 if sal is None else len(set(sal.column("clip_id").to_pylist()))
-    failed = count_rows(out.join("errors"))
+    failed = count_rows(out.errors)
     return {"clips_written": written, "clips_failed": failed}
 
 
-def write_run_json(out: Outputs, info: dict) -> None:
+def write_run_json(out: OutputPaths, info: dict) -> None:
     with FileSystems.create(out.run_json) as fh:
         fh.write(json.dumps(info, indent=2, sort_keys=True, default=str).encode())
 
 
-def summary_table(out: Outputs) -> str:
+def summary_table(out: OutputPaths) -> str:
     """Per-method means of the metrics table, plus the error list, as plain text."""
     lines = []
-    metrics = read_table(out.join("metrics"))
+    metrics = read_table(out.metrics)
     if metrics is not None and metrics.num_rows:
         rows = metrics.to_pylist()
         by_method = defaultdict(list)
@@ -83,7 +83,7 @@ def summary_table(out: Outputs) -> str:
             video = r["video"][-40:]
             top = ", ".join(f"{t['name']} {t['prob']:.2f}" for t in r["top5"][:3])
             lines.append(f"{video:<40} {top:<36} {r['target_class']}")
-    errors = read_table(out.join("errors"))
+    errors = read_table(out.errors)
     if errors is not None and errors.num_rows:
         lines.append("")
         lines.append("dead letters:")

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import run_pipeline
 from models.i3d_weights import WeightsUnavailable, resolve_cache_dir
-from pipeline.build import Outputs
-from pipeline.demo_data import DemoDataUnavailable, fetch_demo_videos
-from pipeline.report import read_table
-from pipeline.visualize import render_run
+from pipeline import job
+from pipeline.apps.demo_data import DemoDataUnavailable, fetch_demo_videos
+from pipeline.apps.visualize import render_run
+from pipeline.outputs import read_table
 from transforms.decode import decode_clip
+from transforms.sink import OutputPaths
 
 MODEL = "i3d_kinetics400"
 # (name, start frame): stretches where the action is on screen.
@@ -42,10 +42,10 @@ def cpu_has_bf16() -> bool:
 
 def bf16_check(frames: np.ndarray) -> str:
     """Max |logit difference| between bf16 autocast and fp32 on one clip."""
-    from transforms.scoring import load_scorer
+    from transforms.model_handler import ModelConfig, VideoModelHandler
 
-    fp32 = load_scorer(MODEL, None, "cpu", "fp32")
-    bf16 = load_scorer(MODEL, None, "cpu", "bf16")
+    fp32 = VideoModelHandler(ModelConfig(MODEL), "cpu", "fp32").load_model()
+    bf16 = VideoModelHandler(ModelConfig(MODEL), "cpu", "bf16").load_model()
     x = fp32.to_input(frames).unsqueeze(0)
     with torch.inference_mode():
         a, b = fp32.logits(x), bf16.logits(x)
@@ -79,16 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     print("running: python run_pipeline.py " + " ".join(argv_run), flush=True)
     t0 = time.perf_counter()
     try:
-        info = run_pipeline.run(argv_run)
+        info = job.run(argv_run)
     except (ValueError, WeightsUnavailable) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
-    report(Outputs(str(out)), out, info, time.perf_counter() - t0, precision)
-    return 0 if info["counts_consistent"] else 1
+    except job.RunFailed as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    report(OutputPaths(str(out)), out, info, time.perf_counter() - t0, precision)
+    return 0
 
 
-def report(outputs: Outputs, out: Path, info: dict, seconds: float, precision: str) -> None:
-    metrics = read_table(outputs.join("metrics"))
+def report(outputs: OutputPaths, out: Path, info: dict, seconds: float, precision: str) -> None:
+    metrics = read_table(outputs.metrics)
     print(f"\n{'clip':<14} {'top-3 Kinetics-400 classes (probability)':<66} {'AOSA s':>7} "
           f"{'del':>6} {'ins':>6}")
     for r in metrics.to_pylist():
@@ -103,7 +106,7 @@ def report(outputs: Outputs, out: Path, info: dict, seconds: float, precision: s
         first = json.loads((out / "demo_clips.jsonl").read_text().splitlines()[0])
         clip = decode_clip(first["video"], first["start_frame"], 16, 224, 256 / 224)
         print(bf16_check(clip.frames))
-    print(f"saliency maps: {outputs.join('saliency')}  metrics: {outputs.join('metrics')}")
+    print(f"saliency maps: {outputs.saliency}  metrics: {outputs.metrics}")
     print(f"figures: {', '.join(figures)}")
     print(f"run record: {outputs.run_json}")
 

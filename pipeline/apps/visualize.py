@@ -88,7 +88,7 @@ def render_run(output: str, figures: str, methods: Sequence[str] | None = None,
     import os
 
     from models.registry import get_spec
-    from pipeline.report import read_table
+    from pipeline.outputs import read_table
     from transforms.decode import clip_boxes, decode_clip
     from transforms.io import read_manifest
 

@@ -1,8 +1,8 @@
 """Score explanation methods where the truth is known: the synthetic dataset's held-out split.
 
-    python -m pipeline.evaluate [--data DIR] [--output OUT] [--methods aosa,aosa_sgl,random,center]
+    python -m pipeline.apps.evaluate [--data DIR] [--output OUT] [--methods aosa,random,...]
 
-Generates the synthetic dataset if ``--data`` has none (``pipeline.synth``, the training
+Generates the synthetic dataset if ``--data`` has none (``pipeline.apps.synth``, the training
 settings, so the test split is the one held out from training), runs the Beam job with
 the trained ``synth_small3d`` network on the test split (target = the true label), and prints per
 method the mean deletion / insertion AUC and the spatial pointing game (S-PT) with 95 %
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-import run_pipeline
-from pipeline.build import Outputs
-from pipeline.report import read_table
+from pipeline import job
+from pipeline.outputs import read_table
+from transforms.sink import OutputPaths
 
 DEFAULT_METHODS = "aosa,aosa_sgl,random,center"
 
@@ -92,7 +92,7 @@ def ensure_data(data: Path, seed: int) -> Path:
     manifest = data / "test.jsonl"
     if not manifest.exists():
         print(f"generating the synthetic dataset into {data} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pipeline.synth", "--out", str(data),
+        subprocess.run([sys.executable, "-m", "pipeline.apps.synth", "--out", str(data),
                         "--seed", str(seed), *SYNTH_ARGS], check=True)
     return manifest
 
@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", default="16")
     args, beam_args = ap.parse_known_args(argv)
     manifest = ensure_data(Path(args.data), args.seed)
-    info = run_pipeline.run(["--input", str(manifest), "--output", args.output,
+    info = job.run(["--input", str(manifest), "--output", args.output,
                              "--model", "synth_small3d", "--methods", args.methods,
                              "--target", "label", "--batch-size", args.batch_size, *beam_args])
-    rows = read_table(Outputs(args.output).join("metrics")).to_pylist()
+    rows = read_table(OutputPaths(args.output).metrics).to_pylist()
     summary = summarise(rows)
     acc = next(iter(summary.values()))["accuracy"]
     c = info["counts"]

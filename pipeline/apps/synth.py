@@ -22,7 +22,7 @@ writes a UCF101-like layout::
 
 Usage::
 
-    python -m pipeline.synth --out /tmp/vidxai_synth --seed 0 --per-class 250 --size 128 \\
+    python -m pipeline.apps.synth --out /tmp/vidxai_synth --seed 0 --per-class 250 --size 128 \\
         --frames 24 --camera-pan --decoy-fraction 0.5
 
 Everything is deterministic from ``--seed``: the same seed gives byte-identical manifests and
@@ -410,7 +410,7 @@ def generate_dataset(out: Path, seed: int = 0, per_class: int = 100, size: int =
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.synth", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipeline.apps.synth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0)

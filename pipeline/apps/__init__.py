@@ -1,0 +1,1 @@
+"""Applications built on the job: synthetic data, training, evaluation, demo, pictures."""

@@ -1,0 +1,186 @@
+"""Driver side of the local progress line: clips done / total, seconds per clip, ETA.
+
+Workers append one ``status`` line per finished clip to ``<directory>/*.log``
+(``transforms.progress.RecordProgress``); :class:`ProgressMonitor` counts them from a daemon
+thread and prints ``vidxai: 3/10 clips (1 dead-lettered, 0 skipped) · 12.3 s/clip · ETA 1 min
+26 s`` to stderr. Use a fresh directory per run: every line in it counts.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TextIO
+
+log = logging.getLogger(__name__)
+
+PREFIX = "vidxai"
+# statuses shown in the parenthesis even when zero, with their display names
+_ALWAYS_SHOWN = {"failed": "dead-lettered", "skipped": "skipped"}
+_DONE = "written"  # the plain success status: counted, not itemised
+
+
+def count_progress(directory: str) -> collections.Counter:
+    """Count the status lines of every ``*.log`` file in ``directory``.
+
+    A last line without its newline (a write in flight) is ignored; a missing directory or a
+    file that vanishes while being read counts as empty.
+
+    Args:
+        directory: The progress directory.
+
+    Returns:
+        A ``Counter`` status → number of ticks.
+    """
+    counts: collections.Counter = collections.Counter()
+    for path in glob.glob(os.path.join(glob.escape(directory), "*.log")):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        complete = data[: data.rfind(b"\n") + 1]
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            if line:
+                counts[line] += 1
+    return counts
+
+
+def format_duration(seconds: float) -> str:
+    """``26 s``, ``1 min 26 s``, ``2 h 05 min`` (rounded to whole seconds)."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _per_clip(seconds: float) -> str:
+    return f"{seconds:.1f} s/clip" if seconds >= 1 else f"{seconds:.2f} s/clip"
+
+
+def format_progress(counts: Mapping[str, int], total: int | None, elapsed: float) -> str:
+    """One progress line, e.g. ``vidxai: 3/10 clips (1 dead-lettered, 0 skipped) · 12.3 s/clip
+    · ETA 1 min 26 s``.
+
+    Every status counts as done; ``failed`` shows as dead-lettered, ``skipped`` as skipped
+    (both even when zero), other statuses but ``written`` under their own names. Seconds per
+    clip = elapsed / done, ETA = (total - done) × seconds per clip. With nothing done yet, or
+    no total, or all done, the elapsed time stands in for what cannot be said.
+
+    Args:
+        counts: Status → ticks, as from :func:`count_progress`.
+        total: Clips expected, or None when unknown.
+        elapsed: Seconds since the run started.
+
+    Returns:
+        The line, without a newline.
+    """
+    done = sum(n for n in counts.values() if n > 0)
+    clips = f"{done}/{total}" if total is not None else f"{done}"
+    if done == 0:
+        return f"{PREFIX}: {clips} clips · {format_duration(elapsed)} elapsed"
+    parts = [f"{counts.get(k, 0)} {name}" for k, name in _ALWAYS_SHOWN.items()]
+    parts += [f"{n} {k}" for k, n in sorted(counts.items())
+              if k not in _ALWAYS_SHOWN and k != _DONE and n > 0]
+    per_clip = elapsed / done
+    line = f"{PREFIX}: {clips} clips ({', '.join(parts)}) · {_per_clip(per_clip)}"
+    if total is None or done >= total:
+        return f"{line} · {format_duration(elapsed)} elapsed"
+    return f"{line} · ETA {format_duration((total - done) * per_clip)}"
+
+
+class ProgressMonitor:
+    """``with ProgressMonitor(directory, total):`` prints a progress line while the body runs.
+
+    A daemon thread counts ``directory`` every ``interval`` seconds and prints a line when
+    the counts changed (the first look always prints): a new line each time, or on a
+    terminal the same line rewritten with ``\\r``. At exit it always prints one final line.
+    It never raises into the caller (errors are logged) and stops at once at exit.
+    """
+
+    def __init__(self, directory: str, total: int | None = None, stream: TextIO | None = None,
+                 interval: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        """Set the monitor up; nothing runs before ``__enter__``.
+
+        Args:
+            directory: The progress directory the workers record into.
+            total: Clips expected, or None when unknown.
+            stream: Where lines go; None means ``sys.stderr`` at ``__enter__`` time.
+            interval: Seconds between two looks at the directory.
+            clock: Monotonic seconds (a parameter for tests).
+        """
+        self.directory = directory
+        self.total = total
+        self.interval = interval
+        self.counts: collections.Counter = collections.Counter()
+        self._stream = stream
+        self._clock = clock
+        self._start = 0.0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._tty = False
+        self._shown: collections.Counter | None = None
+        self._width = 0
+        self._closed = False
+
+    def __enter__(self) -> ProgressMonitor:
+        """Start the clock and the polling thread."""
+        try:
+            if self._stream is None:
+                self._stream = sys.stderr
+            self._start = self._clock()
+            isatty = getattr(self._stream, "isatty", None)
+            self._tty = bool(isatty()) if callable(isatty) else False
+            self._thread = threading.Thread(target=self._run, name="vidxai-progress",
+                                            daemon=True)
+            self._thread.start()
+        except Exception:  # noqa: BLE001 - progress must never break the run
+            log.debug("progress monitor did not start", exc_info=True)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Stop the thread and print the final line; the body's exception propagates."""
+        self._stop.set()
+        try:
+            if self._thread is not None:
+                self._thread.join(timeout=max(1.0, self.interval))
+            self._show(final=True)
+        except Exception:  # noqa: BLE001 - progress must never break the run
+            log.debug("progress monitor failed at exit", exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._show(final=False)
+            except Exception:  # noqa: BLE001 - e.g. a closed stream; try again next time
+                log.debug("progress update failed", exc_info=True)
+
+    def _show(self, final: bool) -> None:
+        counts = count_progress(self.directory)
+        with self._lock:
+            if self._closed or (not final and counts == self._shown):
+                return
+            self.counts = counts
+            line = format_progress(counts, self.total, self._clock() - self._start)
+            stream = self._stream
+            if stream is None:
+                return
+            if self._tty:
+                stream.write("\r" + line.ljust(self._width) + ("\n" if final else ""))
+                self._width = len(line)
+            else:
+                stream.write(line + "\n")
+            stream.flush()
+            self._shown = counts
+            self._closed = final

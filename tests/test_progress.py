@@ -1,0 +1,215 @@
+"""The local progress line: worker ticks in files, driver counts, formatting, monitor thread."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.progress import ProgressMonitor, count_progress, format_duration, format_progress
+from transforms.progress import RecordProgress, progress_file, record_progress
+
+# ---------------------------------------------------------------- format_progress
+
+
+@pytest.mark.parametrize(("counts", "total", "elapsed", "line"), [
+    ({"written": 2, "failed": 1}, 10, 36.9,
+     "vidxai: 3/10 clips (1 dead-lettered, 0 skipped) · 12.3 s/clip · ETA 1 min 26 s"),
+    ({"written": 5}, 20, 10.0,
+     "vidxai: 5/20 clips (0 dead-lettered, 0 skipped) · 2.0 s/clip · ETA 30 s"),
+    ({"written": 1, "skipped": 1, "failed": 2}, 1000, 8.0,
+     "vidxai: 4/1000 clips (2 dead-lettered, 1 skipped) · 2.0 s/clip · ETA 33 min 12 s"),
+    ({"written": 10}, 100, 4000.0,
+     "vidxai: 10/100 clips (0 dead-lettered, 0 skipped) · 400.0 s/clip · ETA 10 h 00 min"),
+    ({"written": 40}, 50, 2.0,
+     "vidxai: 40/50 clips (0 dead-lettered, 0 skipped) · 0.05 s/clip · ETA 0 s"),
+    ({"written": 2, "retried": 1}, 4, 3.0,
+     "vidxai: 3/4 clips (0 dead-lettered, 0 skipped, 1 retried) · 1.0 s/clip · ETA 1 s"),
+])
+def test_format_progress(counts: dict, total: int, elapsed: float, line: str):
+    assert format_progress(counts, total, elapsed) == line
+
+
+def test_format_progress_nothing_done_yet():
+    assert format_progress({}, 10, 5.2) == "vidxai: 0/10 clips · 5 s elapsed"
+    assert format_progress(Counter(), None, 65) == "vidxai: 0 clips · 1 min 5 s elapsed"
+
+
+def test_format_progress_unknown_total():
+    assert format_progress({"written": 3, "failed": 1}, None, 10.0) == (
+        "vidxai: 4 clips (1 dead-lettered, 0 skipped) · 2.5 s/clip · 10 s elapsed")
+
+
+def test_format_progress_all_done():
+    assert format_progress({"written": 9, "skipped": 1}, 10, 123.0) == (
+        "vidxai: 10/10 clips (0 dead-lettered, 1 skipped) · 12.3 s/clip · 2 min 3 s elapsed")
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0, 0.4, 59.6, 60, 3599, 3600, 7500, -3)] == [
+        "0 s", "0 s", "1 min 0 s", "1 min 0 s", "59 min 59 s", "1 h 00 min", "2 h 05 min",
+        "0 s"]
+
+
+# ---------------------------------------------------------------- record / count
+
+
+def _writer(directory: str, status: str, n: int, start: threading.Event) -> None:
+    start.wait(30)
+    for i in range(n):
+        record_progress(directory, status, 2 if i % 10 == 0 else 1)
+
+
+def test_record_progress_from_two_processes(tmp_path: Path):
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path / "p"), status, 300, start))
+             for status in ("written", "failed")]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(list((tmp_path / "p").glob("*.log"))) == 2
+    assert count_progress(str(tmp_path / "p")) == Counter(written=330, failed=330)
+
+
+def test_record_progress_from_threads_of_one_process(tmp_path: Path):
+    threads = [threading.Thread(target=record_progress, args=(str(tmp_path), s, 50))
+               for s in ("written", "failed", "skipped") * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert count_progress(str(tmp_path)) == Counter(written=200, failed=200, skipped=200)
+    assert os.listdir(tmp_path) == [os.path.basename(progress_file(str(tmp_path)))]
+
+
+def test_record_progress_rejects_multi_line_status(tmp_path: Path):
+    with pytest.raises(ValueError):
+        record_progress(str(tmp_path), "written\nfailed")
+    with pytest.raises(ValueError):
+        record_progress(str(tmp_path), "")
+    record_progress(str(tmp_path), "written", n=0)
+    assert count_progress(str(tmp_path)) == Counter()
+
+
+def test_count_progress_ignores_truncated_last_line(tmp_path: Path):
+    (tmp_path / "a-1.log").write_bytes(b"written\nfailed\nwrit")
+    (tmp_path / "b-2.log").write_bytes(b"written\n")
+    (tmp_path / "c-3.log").write_bytes(b"")
+    (tmp_path / "notes.txt").write_bytes(b"written\n")
+    assert count_progress(str(tmp_path)) == Counter(written=2, failed=1)
+
+
+def test_count_progress_missing_directory(tmp_path: Path):
+    assert count_progress(str(tmp_path / "nope")) == Counter()
+
+
+# ---------------------------------------------------------------- ProgressMonitor
+
+
+def test_monitor_shows_the_final_count(tmp_path: Path):
+    stream = io.StringIO()
+    with ProgressMonitor(str(tmp_path), 5, stream=stream, interval=0.02):
+        record_progress(str(tmp_path), "written", 3)
+        record_progress(str(tmp_path), "failed")
+        deadline = time.monotonic() + 5
+        while "4/5" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "4/5 clips" in stream.getvalue()  # printed by the thread, before exit
+    lines = stream.getvalue().splitlines()
+    assert lines[-1].startswith("vidxai: 4/5 clips (1 dead-lettered, 0 skipped) · ")
+    assert "ETA" in lines[-1]
+    assert "\r" not in stream.getvalue()
+
+
+def test_monitor_prints_only_changes_and_always_a_final_line(tmp_path: Path):
+    stream = io.StringIO()
+    with ProgressMonitor(str(tmp_path), None, stream=stream, interval=0.01):
+        time.sleep(0.2)  # nothing recorded: the first look prints, later ones do not
+        assert stream.getvalue() == "vidxai: 0 clips · 0 s elapsed\n"
+    assert stream.getvalue().splitlines() == ["vidxai: 0 clips · 0 s elapsed"] * 2
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_monitor_rewrites_the_line_on_a_terminal(tmp_path: Path):
+    stream = _Tty()
+    with ProgressMonitor(str(tmp_path), 2, stream=stream, interval=0.01) as monitor:
+        record_progress(str(tmp_path), "written")
+        deadline = time.monotonic() + 5
+        while not stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        record_progress(str(tmp_path), "written")
+    out = stream.getvalue()
+    assert out.startswith("\rvidxai: 1/2 clips") and out.endswith("\n")
+    assert out.count("\n") == 1
+    assert out.rstrip("\n").rsplit("\r", 1)[-1].startswith("vidxai: 2/2 clips")
+    assert monitor.counts == Counter(written=2)
+
+
+def test_monitor_stops_promptly(tmp_path: Path):
+    started = time.monotonic()
+    with ProgressMonitor(str(tmp_path), 3, stream=io.StringIO(), interval=60):
+        pass
+    assert time.monotonic() - started < 2
+
+
+class _Broken(io.StringIO):
+    def write(self, s: str) -> int:
+        raise OSError("stream closed")
+
+
+def test_monitor_never_raises_into_the_caller(tmp_path: Path):
+    with ProgressMonitor(str(tmp_path), 3, stream=_Broken(), interval=0.01):
+        record_progress(str(tmp_path), "written")
+        time.sleep(0.05)
+
+
+def test_monitor_lets_the_body_exception_through(tmp_path: Path):
+    stream = io.StringIO()
+    with pytest.raises(KeyError), ProgressMonitor(str(tmp_path), 3, stream=stream, interval=9):
+        raise KeyError("boom")
+    assert stream.getvalue() == "vidxai: 0/3 clips · 0 s elapsed\n"
+
+
+def test_monitor_defaults_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    with ProgressMonitor(str(tmp_path), 1, interval=9):
+        record_progress(str(tmp_path), "written")
+    assert capsys.readouterr().err.startswith("vidxai: 1/1 clips (0 dead-lettered, 0 skipped)")
+
+
+# ---------------------------------------------------------------- RecordProgress in Beam
+
+
+def test_record_progress_transform_in_a_pipeline(tmp_path: Path):
+    # never the default DirectRunner: Beam 2.77's tries to download Prism
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create([1, 2, 3]) | RecordProgress(str(tmp_path), "written")
+        assert_that(out, equal_to([]))
+    assert count_progress(str(tmp_path)) == Counter(written=3)
+
+
+def test_record_progress_transform_without_directory_is_a_no_op(tmp_path: Path):
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create([1, 2, 3]) | RecordProgress(None, "written")
+        assert_that(out, equal_to([]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_record_progress_transform_rejects_bad_status():
+    with pytest.raises(ValueError):
+        RecordProgress(None, "a\nb")

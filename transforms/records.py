@@ -1,0 +1,174 @@
+"""The stage contract: the typed elements that flow between the pipeline's stages.
+
+    ClipRef → ClipData → ClipFlow → ClipTubes → ClipResult   (and ErrorRecord from any stage)
+
+Every element carries its clip's :class:`ClipRef` (and so its ``clip_id``). Heavy arrays stay
+``uint8`` (frames) or compact (tubes) between stages; maps are float32 only in a ClipResult.
+The sink (:mod:`transforms.sink`) turns ClipResults and ErrorRecords into Parquet rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # records stay importable without the stage modules (no import cycles)
+    from transforms.tubes import Tubes
+
+
+def make_clip_id(video: str, start_frame: int, num_frames: int, frame_stride: int = 1) -> str:
+    """Stable id of a clip: 16 hex digits of SHA-1 over URI, start, frame count and stride."""
+    text = f"{video}|{start_frame}|{num_frames}|{frame_stride}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """One clip to explain (from the clip list).
+
+    Attributes:
+        boxes: per-frame ``[x0, y0, x1, y1]`` or None in source-video pixels, one per frame of
+            the *video* (indexed by source frame number), or None when not annotated.
+    """
+
+    clip_id: str
+    video: str
+    start_frame: int = 0
+    label: int | None = None
+    boxes: tuple | None = None
+
+
+@dataclass(frozen=True)
+class ClipData:
+    """A decoded clip.
+
+    Attributes:
+        frames: uint8 (T, H, W, 3) RGB in model-input pixels.
+        boxes: per clip frame ``[x0, y0, x1, y1]`` (model-input pixels) or None; None if the
+            clip is not annotated.
+    """
+
+    ref: ClipRef
+    frames: np.ndarray
+    boxes: tuple | None = None
+
+
+@dataclass(frozen=True)
+class ClipFlow:
+    """A decoded clip and its optical flow, float32 (T-1, H, W, 2)."""
+
+    clip: ClipData
+    flow: np.ndarray
+
+
+@dataclass(frozen=True)
+class ClipTubes:
+    """A decoded clip and its tube masks."""
+
+    clip: ClipData
+    tubes: Tubes
+
+
+@dataclass(frozen=True)
+class MapMetrics:
+    """Faithfulness and localisation of one map (README: the ``metrics/`` columns).
+
+    Attributes:
+        deletion_curve, insertion_curve: ``metric_steps + 1`` scores each.
+        spt_hits, spt_frames, spt_rate: pointing game; None when the clip has no boxes
+            (``spt_rate`` also None when no frame has a box).
+        forward_passes: network forwards the metrics spent (the clean clip's score is shared).
+    """
+
+    deletion_auc: float
+    insertion_auc: float
+    deletion_curve: tuple[float, ...]
+    insertion_curve: tuple[float, ...]
+    forward_passes: int
+    seconds: float
+    spt_hits: int | None = None
+    spt_frames: int | None = None
+    spt_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One method's map and what it cost.
+
+    Attributes:
+        saliency: float32 (T, H, W) in model-input pixels.
+        forward_passes: forwards the method used, counting the clean clip's forward it shares.
+        backward_passes: backward passes.
+        metrics: None when metrics are off.
+    """
+
+    method: str
+    saliency: np.ndarray
+    forward_passes: int
+    backward_passes: int
+    seconds: float
+    metrics: MapMetrics | None = None
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """A class index, its name and its probability on the clean clip."""
+
+    index: int
+    name: str
+    prob: float
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    """Everything the scoring stage learned about one clip: the sink's only input.
+
+    A ClipResult exists only when every requested method succeeded on the clip (all-or-nothing:
+    a clip never has some rows and an error row).
+
+    Attributes:
+        num_frames: T of the explained clip (its maps are (T, H, W)).
+        predicted: the network's top class on the clean clip.
+        target: the explained class; ``target_source`` is predicted / label / fixed.
+        label: the manifest's label with its probability, or None.
+        top5: the five most probable classes.
+    """
+
+    ref: ClipRef
+    num_frames: int
+    predicted: ClassScore
+    target: ClassScore
+    target_source: str
+    label: ClassScore | None
+    top5: tuple[ClassScore, ...]
+    methods: tuple[MethodResult, ...]
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """A dead letter: which clip failed, in which stage, and why."""
+
+    clip_id: str
+    video: str
+    stage: str
+    error_type: str
+    message: str
+
+    @classmethod
+    def of(cls, clip_id: str, video: str, stage: str, exc: BaseException) -> ErrorRecord:
+        return cls(clip_id, video, stage, type(exc).__name__, str(exc) or repr(exc))
+
+
+def clip_ref(element: object) -> ClipRef:
+    """The ClipRef inside any stage element."""
+    while not isinstance(element, ClipRef):
+        if isinstance(element, (ClipFlow, ClipTubes)):
+            element = element.clip
+        elif isinstance(element, (ClipData, ClipResult)):
+            element = element.ref
+        else:
+            raise TypeError(f"not a clip record: {type(element).__name__}")
+    return element
