@@ -102,13 +102,15 @@ class ProgressMonitor:
     """``with ProgressMonitor(directory, total):`` prints a progress line while the body runs.
 
     A daemon thread counts ``directory`` every ``interval`` seconds and prints a line when
-    the counts changed (the first look always prints): a new line each time, or on a
-    terminal the same line rewritten with ``\\r``. At exit it always prints one final line.
-    It never raises into the caller (errors are logged) and stops at once at exit.
+    the counts changed (the first look always prints), and at least every ``heartbeat``
+    seconds even when they did not (a slow clip must not look like a hang): a new line each
+    time, or on a terminal the same line rewritten with ``\\r``. At exit it always prints one
+    final line. It never raises into the caller (errors are logged) and stops at once at exit.
     """
 
     def __init__(self, directory: str, total: int | None = None, stream: TextIO | None = None,
-                 interval: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 interval: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 heartbeat: float = 30.0) -> None:
         """Set the monitor up; nothing runs before ``__enter__``.
 
         Args:
@@ -117,6 +119,7 @@ class ProgressMonitor:
             stream: Where lines go; None means ``sys.stderr`` at ``__enter__`` time.
             interval: Seconds between two looks at the directory.
             clock: Monotonic seconds (a parameter for tests).
+            heartbeat: Longest silence in seconds while the run works.
         """
         self.directory = directory
         self.total = total
@@ -132,6 +135,8 @@ class ProgressMonitor:
         self._shown: collections.Counter | None = None
         self._width = 0
         self._closed = False
+        self.heartbeat = heartbeat
+        self._last_print = 0.0
 
     def __enter__(self) -> ProgressMonitor:
         """Start the clock and the polling thread."""
@@ -169,8 +174,11 @@ class ProgressMonitor:
     def _show(self, final: bool) -> None:
         counts = count_progress(self.directory)
         with self._lock:
-            if self._closed or (not final and counts == self._shown):
+            now = self._clock()
+            quiet = now - self._last_print < self.heartbeat
+            if self._closed or (not final and counts == self._shown and quiet):
                 return
+            self._last_print = now
             self.counts = counts
             line = format_progress(counts, self.total, self._clock() - self._start)
             stream = self._stream

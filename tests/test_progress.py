@@ -141,6 +141,19 @@ def test_monitor_prints_only_changes_and_always_a_final_line(tmp_path: Path):
     assert stream.getvalue().splitlines() == ["vidxai: 0 clips · 0 s elapsed"] * 2
 
 
+def test_monitor_prints_a_heartbeat_while_a_slow_clip_runs(tmp_path: Path):
+    """No change for longer than ``heartbeat``: the line is printed again (with a fake clock
+    that advances 10 s per look, a 25 s heartbeat prints every third look)."""
+    ticks = iter(range(0, 10_000, 10))
+    stream = io.StringIO()
+    with ProgressMonitor(str(tmp_path), 5, stream=stream, interval=0.01, heartbeat=25.0,
+                         clock=lambda: float(next(ticks))):
+        time.sleep(0.3)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 4 and all(line.startswith("vidxai: 0/5 clips") for line in lines)
+    assert "elapsed" in lines[-1]
+
+
 class _Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
