@@ -47,8 +47,12 @@ def test_aosa_points_at_the_class_relevant_object(ground_truth_run):
 
 
 def test_maps_and_metrics_equal_the_ones_saved_before_the_refactor(ground_truth_run):
-    """tests/fixtures/ground_truth_maps.* were written by make_ground_truth_maps.py at commit
-    ca59b64 (before the perturbation engine, the model handler and the sink)."""
+    """tests/fixtures/ground_truth_maps.* were first written by make_ground_truth_maps.py at
+    commit ca59b64 (before the perturbation engine, the model handler and the sink) and
+    reproduced by the refactored code (commit 6c64c4e). They were regenerated once, for the
+    deliberate frame-out change (the step that leaves the frame stays in the displacement
+    vector): the aosa_sgl maps were bit-identical, the aosa maps changed on 22 % and 5 % of the
+    voxels of these two clips (integration partners changed)."""
     _, out = ground_truth_run
     saved = np.load(FIXTURES / "ground_truth_maps.npz")
     saved_metrics = json.loads((FIXTURES / "ground_truth_maps.json").read_text())
@@ -67,5 +71,5 @@ def test_maps_and_metrics_equal_the_ones_saved_before_the_refactor(ground_truth_
         for k in ("deletion_auc", "insertion_auc", "spt_rate", "target_prob"):
             assert row[k] == pytest.approx(m[k], abs=1e-5), (m["video"], m["method"], k)
         assert row["forward_passes"] == m["forward_passes"] == 257  # N + the clean forward
-        # The clean clip's two curve points now reuse the shared clean forward.
-        assert row["metric_forward_passes"] == m["metric_forward_passes"] - 2
+        # 2 × 28 steps: the clean clip's two curve points reuse the shared clean forward.
+        assert row["metric_forward_passes"] == m["metric_forward_passes"] == 56

@@ -93,8 +93,29 @@ def test_frame_out_stops_occluding():
     assert np.all(boxes[1, 1:] == 0)  # nothing occluded after the frame-out
     assert boxes[1, 0].tolist() == [24, 8, 32, 16]
     assert boxes[0, 0].tolist() == [0, 0, 8, 8]  # clipped at the border
-    disp = displacement_vectors(tracks)
-    assert np.all(disp[1] == 0)  # a frozen anchor contributes no displacement
+    # The step that leaves the frame stays in the displacement vector (paper §3.3, the
+    # reference code); the frozen anchor contributes nothing after it.
+    assert tracks[1, 1:, 0].tolist() == [33.0] * 5
+    disp = displacement_vectors(tracks).reshape(2, 5, 2)
+    assert disp[1].tolist() == [[5.0, 0.0]] + [[0.0, 0.0]] * 4
+    assert disp[0, :, 0].tolist() == [5.0] * 5
+
+
+def test_anchors_leaving_together_integrate_together():
+    """Anchor 1 leaves the frame at its first step, anchor 0 one step later, both moving right.
+    With the exiting step kept, anchor 1's vector is (6, 0, 0, 0, 0, 0), not all zeros, so it
+    co-occurs with anchor 0 (cosine 1/sqrt(2)) and integrates with it; dropping the step made
+    its co-occurrence 0 with everything."""
+    flow = constant_flow(4, 32, 32, dx=6.0, dy=0.0)
+    flow[:, :, :12] = 0.0  # the left part is static
+    flow[:, 20:, :, 1] = 3.0  # the lower band moves down-right instead
+    anchors = np.array([[24.0, 4.0], [28.0, 8.0], [4.0, 4.0], [24.0, 24.0]], np.float32)
+    tracks, valid = track_anchors(flow, anchors)
+    assert valid[1].tolist() == [True, False, False, False]
+    co = cooccurrence(displacement_vectors(tracks))
+    assert co[0, 1] == pytest.approx(1 / np.sqrt(2)) and co[1, 2] == 0.0
+    assert co[1, 3] == pytest.approx(36 / (6 * np.sqrt(90)))  # the down-right mover: less alike
+    assert top_k_partners(co, anchors, 1)[1, 0] == 0
 
 
 def test_integration_picks_masks_that_move_together():
