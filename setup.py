@@ -22,6 +22,7 @@ setup(
     package_data={"models": ["data/*.txt", "data/*.pt", "data/*.json"]},
     py_modules=["run_pipeline"],
     install_requires=REQUIREMENTS,
-    extras_require={"test": ["pytest>=7", "ruff>=0.4", "pandas>=2"]},
+    # captum: an independent implementation that the tests compare osa and gradcam against.
+    extras_require={"test": ["pytest>=7", "ruff>=0.4", "pandas>=2", "captum==0.9.0"]},
     entry_points={"console_scripts": ["vidxai=run_pipeline:main"]},
 )

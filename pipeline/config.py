@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from models.registry import ModelSpec
 from transforms.explain import ExplainSettings
 from transforms.methods.aosa import AGGREGATIONS
-from transforms.methods.base import MethodOptions, available_methods
+from transforms.methods.base import MethodOptions, available_methods, fills_used
 from transforms.model_handler import ModelConfig, VideoModelHandler
 from transforms.perturbation import FILLS, SCORES
 from transforms.scoring import PRECISIONS, check_device_name
@@ -53,9 +53,10 @@ class RunConfig:
     target: str = "predicted"
     score: str = "prob"
     aggregation: str = "mean"
-    fill: str = "mean"
+    fill: str | None = None  # default: each method's own (mean colour; AOSA-approx: local mean)
     fill_sigma: float | None = None  # default: 5 px at 112 px, scaled with size
     fill_window: int | None = None  # default: 36 px at 112 px, scaled with size (the paper)
+    approx_adjust: bool = True
     metrics: bool = True
     metric_steps: int = 28
     pointing_radius: float | None = None  # default: 7 px at 112 px, scaled with size
@@ -140,7 +141,8 @@ class RunConfig:
              f"got {self.aggregation!r}"),
             (self.score in SCORES,
              f"--score must be one of {', '.join(SCORES)}, got {self.score!r}"),
-            (self.fill in FILLS, f"--fill must be one of {', '.join(FILLS)}, got {self.fill!r}"),
+            (self.fill is None or self.fill in FILLS,
+             f"--fill must be one of {', '.join(FILLS)}, got {self.fill!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -187,7 +189,8 @@ class RunConfig:
     def method_options(self) -> MethodOptions:
         return MethodOptions(aggregation=self.aggregation, fill=self.fill,
                              fill_sigma=float(self.fill_sigma or 0.0),
-                             fill_window=int(self.fill_window or 1), layer=self.layer)
+                             fill_window=int(self.fill_window or 1), layer=self.layer,
+                             approx_adjust=self.approx_adjust)
 
     def explain_settings(self) -> ExplainSettings:
         return ExplainSettings(
@@ -205,12 +208,11 @@ class RunConfig:
         for k in EXECUTION_ONLY:
             key.pop(k)
         key["target"] = self.target if self.fixed_target() is None else self.fixed_target()
-        if self.fill == "mean":  # fill parameters only matter for the fills that use them
-            key.pop("fill_sigma"), key.pop("fill_window")
-        elif self.fill == "blur":
-            key.pop("fill_window")
-        else:
+        used = fills_used(self.methods, self.fill)  # fill parameters matter only where used
+        if "blur" not in used:
             key.pop("fill_sigma")
+        if "local_mean" not in used:
+            key.pop("fill_window")
         return key
 
     def config_hash(self) -> str:

@@ -42,7 +42,8 @@ class VidxaiOptions(PipelineOptions):
         a("--layer", default=None,
           help="the network's layer for layer-based methods (default: the registry's)")
         a("--methods", default="aosa",
-          help="comma list of methods: aosa, aosa_sgl, and the references random, center")
+          help="comma list of methods: aosa, aosa_sgl, aosa_approx, aosa_sgl_approx, osa, "
+               "gradcam, gradcam_frame, and the references random, center")
         a("--stride", type=int, default=None,
           help="anchor spacing s in px (default: size/14, i.e. N = 196 as in the paper)")
         a("--box-size", dest="box_size", type=int, default=None,
@@ -66,13 +67,16 @@ class VidxaiOptions(PipelineOptions):
         a("--score", default="prob",
           help="what methods measure: prob (softmax probability of the target, the paper's f) "
                "| logit")
-        a("--fill", default="mean",
-          help="occlusion fill: mean (dataset-mean colour) | blur | local_mean (mean of a "
-               "patch around each voxel, AOSA-approx's conditional sampling)")
+        a("--fill", default=None,
+          help="occlusion fill for every method: mean (dataset-mean colour) | blur | "
+               "local_mean (mean of a patch around each voxel, conditional sampling); default: "
+               "each method's own (mean; AOSA-approx: local_mean)")
         a("--fill-sigma", dest="fill_sigma", type=float, default=None,
           help="blur fill: Gaussian sigma in px (default: 5 px at 112 px, scaled)")
         a("--fill-window", dest="fill_window", type=int, default=None,
           help="local_mean fill: patch side in px (default: 36 px at 112 px, scaled)")
+        a("--no-approx-adjust", dest="approx_adjust", action="store_false",
+          help="AOSA-approx without the derivative adjustment of outlying estimates (§3.5.3)")
         a("--no-metrics", dest="metrics", action="store_false",
           help="skip deletion/insertion and pointing-game metrics")
         a("--metric-steps", dest="metric_steps", type=int, default=28,

@@ -23,7 +23,8 @@ def test_summary_pools_hits_over_frames_and_skips_clips_without_boxes():
     def row(method, hits, frames, d=0.2, i=0.8):
         rate = None if frames is None else hits / frames
         return {"method": method, "spt_hits": hits, "spt_frames": frames, "spt_rate": rate,
-                "deletion_auc": d, "insertion_auc": i, "correct": True, "seconds": 1.0}
+                "deletion_auc": d, "insertion_auc": i, "correct": True, "seconds": 1.0,
+                "forward_passes": 17, "backward_passes": 0}
 
     rows = [row("aosa", 4, 4), row("aosa", 1, 12), row("aosa", None, None),
             row("random", 0, 4)]
@@ -33,4 +34,7 @@ def test_summary_pools_hits_over_frames_and_skips_clips_without_boxes():
     assert s["aosa"]["spt_pooled"] == pytest.approx(5 / 16)  # hits / frames over the split
     assert s["random"]["spt_pooled"] == 0.0
     table = markdown(s)
-    assert table.index("| aosa |") < table.index("| random |")
+    assert table.index("| aosa |") < table.index("| random |")  # by S-PT without an order
+    assert "| 17 + 0 |" in table
+    ordered = markdown(s, ["random", "aosa"])
+    assert ordered.index("| random |") < ordered.index("| aosa |")

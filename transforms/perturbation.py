@@ -148,6 +148,28 @@ def local_mean_fill(x: torch.Tensor, window: int) -> torch.Tensor:
     return (total / count).reshape(x.shape).to(x.dtype)
 
 
+def mean_drop_map(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], shape: tuple[int, int, int],
+                  base_score: float, device: torch.device | str) -> torch.Tensor:
+    """Average score drop of the masks covering each voxel (OSA; AOSA's ``mean``).
+
+    Args:
+        pairs: (bool (B, T, H, W) occlusion masks, (B,) scores of the occluded clips).
+        shape: (T, H, W).
+        base_score: f(V), the clean clip's score.
+
+    Returns:
+        float32 (T, H, W) on ``device``: Σ_i (f(V) − f_i) M_i / Σ_i M_i, 0 where no mask
+        covers the voxel.
+    """
+    num = torch.zeros(shape, dtype=torch.float32, device=device)
+    den = torch.zeros_like(num)
+    for occluded, scores in pairs:
+        occ = occluded.float()  # (B, T, H, W)
+        num += torch.einsum("b,bthw->thw", base_score - scores.float(), occ)
+        den += occ.sum(0)
+    return torch.where(den > 0, num / den.clamp(min=1.0), torch.zeros_like(num))
+
+
 # --- The engine -----------------------------------------------------------------------------
 
 

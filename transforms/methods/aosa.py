@@ -33,7 +33,12 @@ import torch
 
 from transforms.masks import mask_members, occlusion_masks
 from transforms.methods.base import Explanation, Method, register_method
-from transforms.perturbation import PerturbationEngine, ScoreFn, perturbed_scores
+from transforms.perturbation import (
+    PerturbationEngine,
+    ScoreFn,
+    mean_drop_map,
+    perturbed_scores,
+)
 from transforms.tubes import Tubes
 
 AGGREGATIONS = ("mean", "paper", "reference")
@@ -71,24 +76,19 @@ def aggregate(pairs, n: int, shape: tuple[int, int, int], base_score: float,
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
+    if aggregation == "mean":
+        return mean_drop_map(pairs, shape, base_score, device)
     num = torch.zeros(shape, dtype=torch.float32, device=device)
-    den = torch.zeros_like(num)
     for occluded, scores in pairs:
-        occ = occluded.float()  # (B, T, H, W)
+        keep = 1.0 - occluded.float()  # (B, T, H, W)
         if aggregation == "paper":
-            num += torch.einsum("b,bthw->thw", scores, 1.0 - occ)
-        elif aggregation == "reference":
-            keep = 1.0 - occ
+            weight = scores
+        else:  # reference
             kept = keep.mean(dim=(1, 2, 3))  # (B,) mean(m_i); a mask keeping nothing adds 0
             weight = torch.where(kept > 0, (scores - base_score) / kept.clamp(min=1e-12),
                                  torch.zeros_like(kept))
-            num += torch.einsum("b,bthw->thw", weight, keep)
-        else:
-            num += torch.einsum("b,bthw->thw", base_score - scores, occ)
-            den += occ.sum(0)
-    if aggregation in ("paper", "reference"):
-        return num / n
-    return torch.where(den > 0, num / den.clamp(min=1.0), torch.zeros_like(num))
+        num += torch.einsum("b,bthw->thw", weight, keep)
+    return num / n
 
 
 def aosa_saliency(x: torch.Tensor, boxes: torch.Tensor, partners: torch.Tensor,
@@ -126,7 +126,7 @@ class _TubeOcclusion(Method):
         boxes = torch.from_numpy(tubes.boxes).to(engine.device)
         partners = torch.from_numpy(tubes.partners).to(engine.device)
         masks = tube_mask_batches(boxes, partners, engine.frame_shape[1:], engine.batch_size)
-        pairs = engine.perturb(masks, self.options.fill_of(engine))
+        pairs = engine.perturb(masks, self.fill(engine))
         sal = aggregate(pairs, tubes.num_masks, engine.frame_shape, engine.base_score,
                         self.options.aggregation, engine.device)
         return Explanation(sal.cpu())

@@ -31,25 +31,32 @@ class MethodOptions:
     Attributes:
         aggregation: how AOSA turns mask scores into a map (``mean`` | ``paper``).
         fill: occlusion fill (``mean`` | ``blur`` | ``local_mean``; see
-            :mod:`transforms.perturbation`).
+            :mod:`transforms.perturbation`), or None for each method's own default
+            (``Method.default_fill``: the mean colour for exact occlusion, conditional sampling
+            for AOSA-approx).
         fill_sigma: Gaussian sigma in px of the ``blur`` fill.
         fill_window: patch side in px of the ``local_mean`` fill.
         layer: network layer for layer-based methods (None: the network's default).
+        approx_adjust: AOSA-approx's derivative adjustment of outlying estimates (§3.5.3);
+            False gives the plain first-order estimates.
     """
 
     aggregation: str = "mean"
-    fill: str = "mean"
+    fill: str | None = None
     fill_sigma: float = 5.0
     fill_window: int = 36
     layer: str | None = None
+    approx_adjust: bool = True
 
-    def fill_of(self, engine: PerturbationEngine) -> torch.Tensor | float:
-        """The configured fill for the engine's clip."""
-        if self.fill == "blur":
+    def fill_of(self, engine: PerturbationEngine, default: str = "mean"
+                ) -> torch.Tensor | float:
+        """The configured fill (``default`` when none is) for the engine's clip."""
+        kind = self.fill or default
+        if kind == "blur":
             return engine.fill("blur", sigma=self.fill_sigma)
-        if self.fill == "local_mean":
+        if kind == "local_mean":
             return engine.fill("local_mean", window=self.fill_window)
-        return engine.fill(self.fill)
+        return engine.fill(kind)
 
 
 @dataclass(frozen=True)
@@ -65,9 +72,14 @@ class Method(ABC):
     name: str = ""
     needs_tubes: bool = False
     uses_network: bool = True  # its cost includes the clean forward it shares (False: none)
+    default_fill: str = "mean"  # the fill used when --fill is not given
 
     def __init__(self, options: MethodOptions | None = None) -> None:
         self.options = options or MethodOptions()
+
+    def fill(self, engine: PerturbationEngine) -> torch.Tensor | float:
+        """This method's fill for the engine's clip (``--fill``, else ``default_fill``)."""
+        return self.options.fill_of(engine, self.default_fill)
 
     @abstractmethod
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
@@ -87,6 +99,14 @@ def register_method(name: str):
     return wrap
 
 
+def fills_used(methods: tuple[str, ...], fill: str | None) -> set[str]:
+    """The fills a run uses: ``fill`` for every method, or each method's own default."""
+    if fill is not None:
+        return {fill}
+    available_methods()
+    return {getattr(METHODS[m], "default_fill", "mean") for m in methods if m in METHODS}
+
+
 def get_method(name: str, options: MethodOptions | None = None) -> Method:
     """A fresh method instance.
 
@@ -100,6 +120,6 @@ def get_method(name: str, options: MethodOptions | None = None) -> Method:
 
 def available_methods() -> list[str]:
     """Names of all registered methods (importing the built-in ones first)."""
-    from transforms.methods import aosa, baselines  # noqa: F401
+    from transforms.methods import aosa, aosa_approx, baselines, gradcam, osa  # noqa: F401
 
     return sorted(METHODS)
