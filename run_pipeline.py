@@ -16,13 +16,6 @@ USAGE_EPILOG = ("All standard Beam options are accepted too (--runner, --direct_
                 "FnApiRunner. Unknown options stop the run. Outputs and columns: README.md.")
 
 
-class _QuietBeamImport(logging.Filter):
-    """Beam's import warns that optional GCP client libraries are missing: noise here."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "apitools not found" not in record.getMessage()
-
-
 def print_help() -> None:
     import argparse
 
@@ -44,7 +37,6 @@ def list_models() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().addFilter(_QuietBeamImport())
     argv = sys.argv[1:] if argv is None else argv
     if "-h" in argv or "--help" in argv:
         print_help()

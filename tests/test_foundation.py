@@ -242,3 +242,36 @@ def test_local_runs_print_a_progress_line(tmp_path, video_dir, capsys):
     job.run(["--input", str(video_dir), "--output", str(tmp_path / "q"), *SMALL,
              "--no-progress"])
     assert "clips" not in capsys.readouterr().err
+
+
+# --- Every method in one run, with the designed costs ---------------------------------------
+
+
+def test_every_method_in_one_run_with_the_designed_pass_counts(tmp_path, video_dir):
+    from transforms.methods.base import available_methods
+    from transforms.methods.osa import osa_geometry, window_boxes
+
+    methods = [m for m in available_methods() if m in {
+        "aosa", "aosa_sgl", "aosa_approx", "aosa_sgl_approx", "osa", "gradcam",
+        "gradcam_frame", "random", "center"}]
+    assert len(methods) == 9
+    out = tmp_path / "o"
+    info = job.run(["--input", str(video_dir), "--output", str(out), *SMALL,
+                    "--methods", ",".join(methods)])
+    assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0}
+    met = rows(out / "metrics")
+    assert len(met) == 27 and len(rows(out / "saliency")) == 27
+    n_windows = len(window_boxes((8, 24, 24), *osa_geometry((8, 24, 24)), "truncate", "cpu"))
+    for r in met:
+        fwd, bwd, m = r["forward_passes"], r["backward_passes"], r["method"]
+        if m in ("aosa", "aosa_sgl"):
+            assert (fwd, bwd) == (16 + 1, 0)  # N masks + the shared clean forward
+        elif m.endswith("_approx"):
+            assert 1 <= bwd <= 3 and fwd == 1 + bwd  # no forward per mask
+        elif m == "osa":
+            assert (fwd, bwd) == (n_windows + 1, 0)
+        elif m.startswith("gradcam"):
+            assert (fwd, bwd) == (2, 1)
+        else:
+            assert (fwd, bwd) == (0, 0)
+        assert r["metric_forward_passes"] == 8
