@@ -57,6 +57,11 @@ class RunConfig:
     fill_sigma: float | None = None  # default: 5 px at 112 px, scaled with size
     fill_window: int | None = None  # default: 36 px at 112 px, scaled with size (the paper)
     approx_adjust: bool = True
+    t_window: int | None = None  # AOSA-T (default: the method's)
+    t_hop: int | None = None
+    ep_iterations: int | None = None  # STEP / F-EP (default: the method's)
+    ep_areas: tuple[float, ...] | None = None
+    fep_keep: float | None = None
     metrics: bool = True
     metric_steps: int = 28
     pointing_radius: float | None = None  # default: 7 px at 112 px, scaled with size
@@ -131,6 +136,19 @@ class RunConfig:
              f"--fill-window must be in [1, {self.size}], got {self.fill_window}"),
             (0.0 <= self.max_failed_fraction <= 1.0,
              f"--max-failed-fraction must be in [0, 1], got {self.max_failed_fraction}"),
+            (self.t_window is None or 1 <= self.t_window <= self.num_frames,
+             f"--t-window must be in [1, {self.num_frames}], got {self.t_window}"),
+            (self.t_hop is None or self.t_hop >= 1, f"--t-hop must be >= 1, got {self.t_hop}"),
+            (None in (self.t_hop, self.t_window) or self.t_hop <= self.t_window,
+             f"--t-hop {self.t_hop} > --t-window {self.t_window} would leave frames that no "
+             "window occludes"),
+            (self.ep_iterations is None or self.ep_iterations >= 1,
+             f"--ep-iterations must be >= 1, got {self.ep_iterations}"),
+            (self.ep_areas is None or (len(self.ep_areas) > 0
+                                       and all(0 < a < 1 for a in self.ep_areas)),
+             f"--ep-areas must be fractions in (0, 1), got {self.ep_areas}"),
+            (self.fep_keep is None or 0 < self.fep_keep <= 1,
+             f"--fep-keep must be in (0, 1], got {self.fep_keep}"),
             (self.num_classes is None or self.num_classes >= 1,
              f"--num-classes must be >= 1, got {self.num_classes}"),
             (bool(self.methods), "--methods is empty"),
@@ -190,7 +208,9 @@ class RunConfig:
         return MethodOptions(aggregation=self.aggregation, fill=self.fill,
                              fill_sigma=float(self.fill_sigma or 0.0),
                              fill_window=int(self.fill_window or 1), layer=self.layer,
-                             approx_adjust=self.approx_adjust)
+                             approx_adjust=self.approx_adjust, window=self.t_window,
+                             hop=self.t_hop, ep_iterations=self.ep_iterations,
+                             ep_areas=self.ep_areas, fep_keep=self.fep_keep)
 
     def explain_settings(self) -> ExplainSettings:
         return ExplainSettings(

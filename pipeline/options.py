@@ -77,6 +77,17 @@ class VidxaiOptions(PipelineOptions):
           help="local_mean fill: patch side in px (default: 36 px at 112 px, scaled)")
         a("--no-approx-adjust", dest="approx_adjust", action="store_false",
           help="AOSA-approx without the derivative adjustment of outlying estimates (§3.5.3)")
+        a("--t-window", dest="t_window", type=int, default=None,
+          help="AOSA-T: temporal window of the tubes in frames (default: the method's)")
+        a("--t-hop", dest="t_hop", type=int, default=None,
+          help="AOSA-T: hop between windows in frames (default: the method's)")
+        a("--ep-iterations", dest="ep_iterations", type=int, default=None,
+          help="STEP / F-EP: optimiser iterations (default: the method's CPU default)")
+        a("--ep-areas", dest="ep_areas", type=_floats, default=None,
+          help="STEP / F-EP: preserved areas, e.g. 0.05,0.1,0.15 (default: the method's)")
+        a("--fep-keep", dest="fep_keep", type=float, default=None,
+          help="F-EP: fraction of the lowest DCT frequencies kept per axis (default: the "
+               "method's)")
         a("--no-metrics", dest="metrics", action="store_false",
           help="skip deletion/insertion and pointing-game metrics")
         a("--metric-steps", dest="metric_steps", type=int, default=28,

@@ -47,3 +47,14 @@ def test_decoded_frames_are_rgb_sampled_with_stride(tmp_path):
     np.testing.assert_allclose(corners, [25, 75, 125, 175], atol=12)
     with pytest.raises(ClipError, match="too few frames"):
         decode_clip(str(path), start_frame=5, num_frames=4, size=32, frame_stride=2)
+
+
+def test_a_video_frame_range_maps_to_clip_frames():
+    from transforms.decode import clip_frame_range
+
+    # clip frames sample video frames 10, 12, ..., 24 (start 10, stride 2, 8 frames)
+    idx = [10 + 2 * k for k in range(8)]
+    assert clip_frame_range((10, 18), idx) == (0, 4)  # video 10, 12, 14, 16
+    assert clip_frame_range((13, 15), idx) == (2, 3)  # only video 14
+    assert clip_frame_range((0, 10), idx) is None and clip_frame_range((25, 40), idx) is None
+    assert clip_frame_range((0, 100), idx) == (0, 8)

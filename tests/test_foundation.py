@@ -9,7 +9,9 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import torch
 from apache_beam.io.filesystem import FileMetadata, FileSystem, MatchResult
 
@@ -275,3 +277,30 @@ def test_every_method_in_one_run_with_the_designed_pass_counts(tmp_path, video_d
         else:
             assert (fwd, bwd) == (0, 0)
         assert r["metric_forward_passes"] == 8
+
+
+def test_a_frame_range_in_the_manifest_gives_temporal_metrics(tmp_path, video_dir):
+    from tests.conftest import write_manifest
+    from transforms.temporal import above_median_share, temporal_pointing
+
+    good = sorted(video_dir.glob("*.avi"))
+    manifest = write_manifest(tmp_path / "m.jsonl", [
+        {"video": str(good[0]), "frame_range": [2, 6]},
+        {"video": str(good[1])},
+        {"video": str(good[2]), "frame_range": [5, 3]},  # malformed: dead-lettered
+    ])
+    out = tmp_path / "o"
+    info = job.run(["--input", str(manifest), "--output", str(out), *SMALL,
+                    "--methods", "aosa"])
+    assert info["counts"] == {"clips_in": 3, "clips_written": 2, "clips_failed": 1}
+    assert "frame_range" in rows(out / "errors")[0]["message"]
+    met = {Path(r["video"]).name: r for r in rows(out / "metrics")}
+    sal = {Path(r["video"]).name: r for r in rows(out / "saliency")}
+    with_range, without = met[good[0].name], met[good[1].name]
+    assert with_range["frame_range"] == [2, 6]  # clip frames (start 0, stride 1)
+    m = np.asarray(sal[good[0].name]["saliency"], np.float32).reshape(8, 24, 24)
+    assert with_range["tpt_hit"] == temporal_pointing(m, (2, 6))
+    assert with_range["t_above_median_share"] == pytest.approx(
+        above_median_share(m, (2, 6)), abs=1e-3)  # the stored map is float16
+    assert without["frame_range"] is None and without["tpt_hit"] is None
+    assert without["t_mass_in_range"] is None

@@ -170,6 +170,20 @@ def clip_boxes(
     return out
 
 
+def clip_frame_range(frame_range: tuple[int, int], frame_indices: Sequence[int]
+                     ) -> tuple[int, int] | None:
+    """A video frame range ``[a, b)`` in clip frames: the clip frames whose video index lies in
+    it, as ``[first, last + 1)``; None when none does.
+
+    Args:
+        frame_range: (a, b) video frame indices, b exclusive.
+        frame_indices: the video frame index of each clip frame (increasing).
+    """
+    a, b = frame_range
+    inside = [k for k, f in enumerate(frame_indices) if a <= f < b]
+    return (inside[0], inside[-1] + 1) if inside else None
+
+
 # --- Beam wrapper ---
 
 from transforms.deadletter import DeadLetterFn  # noqa: E402
@@ -192,4 +206,6 @@ class DecodeFn(DeadLetterFn):
         if ref.boxes is not None:
             boxes = tuple(clip_boxes(ref.boxes, clip.frame_indices, clip.source_size,
                                      clip.scale, clip.offset, self.size))
-        yield ClipData(ref, clip.frames, boxes)
+        frame_range = (None if ref.frame_range is None
+                       else clip_frame_range(ref.frame_range, clip.frame_indices))
+        yield ClipData(ref, clip.frames, boxes, frame_range)

@@ -20,6 +20,7 @@ from transforms.metrics import deletion_insertion, pointing_game
 from transforms.perturbation import PerturbationEngine
 from transforms.records import ClassScore, ClipResult, ClipTubes, MapMetrics, MethodResult
 from transforms.scoring import Scorer
+from transforms.temporal import above_median_share, mass_in_range, temporal_pointing
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,16 @@ def explain_clip(scorer: Scorer, item: ClipTubes, methods: list[Method],
         shared = 1 if method.uses_network else 0  # the clean forward every method shares
         forward = engine.passes.forward - before.forward + shared
         backward = engine.passes.backward - before.backward
-        metrics = measure(engine, sal, item.clip.boxes, settings) if settings.metrics else None
+        metrics = (measure(engine, sal, item.clip.boxes, settings, item.clip.frame_range)
+                   if settings.metrics else None)
         results.append(MethodResult(method.name, sal, forward, backward, seconds, metrics))
     top = torch.topk(probs, min(5, num_classes)).indices.tolist()
     return ClipResult(
         ref=item.clip.ref, num_frames=int(x.shape[1]), predicted=cls(predicted),
         target=cls(target), target_source=source,
         label=cls(label) if label is not None and 0 <= label < num_classes else None,
-        top5=tuple(cls(i) for i in top), methods=tuple(results))
+        top5=tuple(cls(i) for i in top), methods=tuple(results),
+        frame_range=item.clip.frame_range)
 
 
 def _checked_map(saliency: torch.Tensor, shape: tuple[int, int, int], name: str) -> np.ndarray:
@@ -122,9 +125,11 @@ def _checked_map(saliency: torch.Tensor, shape: tuple[int, int, int], name: str)
 
 
 def measure(engine: PerturbationEngine, saliency: np.ndarray, boxes,
-            settings: ExplainSettings) -> MapMetrics:
+            settings: ExplainSettings, frame_range: tuple[int, int] | None = None
+            ) -> MapMetrics:
     """Deletion / insertion AUC (through the engine, probability of the target; the clean
-    clip's score is shared) and the spatial pointing game."""
+    clip's score is shared), the spatial pointing game (with boxes) and the temporal one (with
+    a frame range in clip frames)."""
     start, before = time.perf_counter(), engine.passes.forward
     start_image = (engine.fill("blur", sigma=settings.insertion_blur)
                    if settings.insertion_blur > 0 else None)
@@ -137,12 +142,22 @@ def measure(engine: PerturbationEngine, saliency: np.ndarray, boxes,
     if boxes is not None:
         pg = pointing_game(saliency, boxes, settings.pointing_radius)
         hits, frames, rate = pg.hits, pg.frames, (None if pg.frames == 0 else pg.rate)
+    tpt = t_mass = t_share = None
+    if frame_range is not None:
+        tpt = temporal_pointing(saliency, frame_range)
+        t_mass = _finite_or_none(mass_in_range(saliency, frame_range))
+        t_share = _finite_or_none(above_median_share(saliency, frame_range))
     return MapMetrics(
+        tpt_hit=tpt, t_mass_in_range=t_mass, t_above_median_share=t_share,
         deletion_auc=di["deletion_auc"], insertion_auc=di["insertion_auc"],
         deletion_curve=tuple(float(v) for v in di["deletion_curve"]),
         insertion_curve=tuple(float(v) for v in di["insertion_curve"]),
         forward_passes=engine.passes.forward - before,
         seconds=time.perf_counter() - start, spt_hits=hits, spt_frames=frames, spt_rate=rate)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if not np.isfinite(value) else float(value)
 
 
 # --- Beam wrapper ---

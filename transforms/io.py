@@ -1,8 +1,9 @@
 """The clip list: a directory of videos, a glob, or a CSV / JSONL manifest.
 
 Manifest columns: ``video`` (path or URI; relative paths are relative to the manifest),
-optional ``label`` (class index or class name), ``start_frame`` (default 0) and ``boxes``
-(JSON list, one ``[x0, y0, x1, y1]`` or ``null`` per frame of the video, source pixels).
+optional ``label`` (class index or class name), ``start_frame`` (default 0), ``boxes``
+(JSON list, one ``[x0, y0, x1, y1]`` or ``null`` per frame of the video, source pixels) and
+``frame_range`` (``[start, end]`` video frames, end exclusive: where the class's evidence is).
 A malformed manifest row becomes an :class:`ErrorRecord`, never a crash.
 """
 
@@ -72,6 +73,19 @@ def _boxes(value) -> tuple | None:
     return tuple(out)
 
 
+def _frame_range(value) -> tuple[int, int] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or not 0 <= value[0] < value[1]):
+        raise ValueError(f"frame_range must be [start, end] video frames with 0 <= start < end, "
+                         f"got {value!r}")
+    return (value[0], value[1])
+
+
 def _manifest_rows(path: str) -> Iterator[tuple[int, dict | Exception]]:
     with FileSystems.open(path) as fh:
         text = io.TextIOWrapper(fh, encoding="utf-8")
@@ -104,7 +118,8 @@ def read_manifest(path: str, num_frames: int, frame_stride: int,
             if start < 0:
                 raise ValueError(f"start_frame must be >= 0, got {start}")
             yield ClipRef(make_clip_id(video, start, num_frames, frame_stride), video, start,
-                          _label(row.get("label"), class_names), _boxes(row.get("boxes")))
+                          _label(row.get("label"), class_names), _boxes(row.get("boxes")),
+                          _frame_range(row.get("frame_range")))
         except (ValueError, TypeError, json.JSONDecodeError) as exc:
             yield ErrorRecord.of(make_clip_id(where, 0, num_frames, frame_stride), where,
                                  "list", exc)

@@ -32,6 +32,8 @@ class ClipRef:
     Attributes:
         boxes: per-frame ``[x0, y0, x1, y1]`` or None in source-video pixels, one per frame of
             the *video* (indexed by source frame number), or None when not annotated.
+        frame_range: ``(start, end)`` video frame indices (end exclusive) where the explained
+            class's evidence is (the temporal ground truth), or None.
     """
 
     clip_id: str
@@ -39,6 +41,7 @@ class ClipRef:
     start_frame: int = 0
     label: int | None = None
     boxes: tuple | None = None
+    frame_range: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,14 @@ class ClipData:
         frames: uint8 (T, H, W, 3) RGB in model-input pixels.
         boxes: per clip frame ``[x0, y0, x1, y1]`` (model-input pixels) or None; None if the
             clip is not annotated.
+        frame_range: ``(start, end)`` in *clip* frames (end exclusive) of the temporal ground
+            truth, or None (not annotated, or no clip frame inside the video range).
     """
 
     ref: ClipRef
     frames: np.ndarray
     boxes: tuple | None = None
+    frame_range: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,9 @@ class MapMetrics:
         deletion_curve, insertion_curve: ``metric_steps + 1`` scores each.
         spt_hits, spt_frames, spt_rate: pointing game; None when the clip has no boxes
             (``spt_rate`` also None when no frame has a box).
+        tpt_hit, t_mass_in_range, t_above_median_share: temporal pointing (the frame with the
+            most positive saliency mass lies in the true range), the share of positive mass in
+            the range, and the share of the above-median mass in it; None without a range.
         forward_passes: network forwards the metrics spent (the clean clip's score is shared).
     """
 
@@ -92,6 +101,9 @@ class MapMetrics:
     spt_hits: int | None = None
     spt_frames: int | None = None
     spt_rate: float | None = None
+    tpt_hit: bool | None = None
+    t_mass_in_range: float | None = None
+    t_above_median_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,7 @@ class ClipResult:
         target: the explained class; ``target_source`` is predicted / label / fixed.
         label: the manifest's label with its probability, or None.
         top5: the five most probable classes.
+        frame_range: the temporal ground truth in clip frames (end exclusive), or None.
     """
 
     ref: ClipRef
@@ -145,6 +158,7 @@ class ClipResult:
     label: ClassScore | None
     top5: tuple[ClassScore, ...]
     methods: tuple[MethodResult, ...]
+    frame_range: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ METRICS_SCHEMA = pa.schema([
     ("deletion_auc", pa.float32()), ("insertion_auc", pa.float32()),
     ("deletion_curve", pa.list_(pa.float32())), ("insertion_curve", pa.list_(pa.float32())),
     ("spt_hits", pa.int32()), ("spt_frames", pa.int32()), ("spt_rate", pa.float32()),
+    ("frame_range", pa.list_(pa.int32())), ("tpt_hit", pa.bool_()),
+    ("t_mass_in_range", pa.float32()), ("t_above_median_share", pa.float32()),
     ("forward_passes", pa.int32()), ("backward_passes", pa.int32()), ("seconds", pa.float32()),
     ("metric_forward_passes", pa.int32()), ("metric_seconds", pa.float32()),
     ("config_hash", pa.string()),
@@ -111,6 +113,9 @@ def metrics_rows(result: ClipResult, info: RunInfo) -> list[dict]:
             "insertion_curve": mm and list(mm.insertion_curve),
             "spt_hits": mm and mm.spt_hits, "spt_frames": mm and mm.spt_frames,
             "spt_rate": mm and mm.spt_rate,
+            "frame_range": None if result.frame_range is None else list(result.frame_range),
+            "tpt_hit": mm and mm.tpt_hit, "t_mass_in_range": mm and mm.t_mass_in_range,
+            "t_above_median_share": mm and mm.t_above_median_share,
             "metric_forward_passes": mm and mm.forward_passes,
             "metric_seconds": mm and mm.seconds,
         })

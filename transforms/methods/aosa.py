@@ -114,17 +114,28 @@ def aosa_saliency(x: torch.Tensor, boxes: torch.Tensor, partners: torch.Tensor,
                      tuple(x.shape[1:]), base_score, aggregation, x.device)
 
 
-class _TubeOcclusion(Method):
+class TubeMethod(Method):
+    """Base of the methods that occlude AOSA's tube masks (integrated unless ``integrate`` is
+    False: the ``_sgl`` variants)."""
+
     needs_tubes = True
     integrate = True
 
-    def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
+    def tube_tensors(self, engine: PerturbationEngine, tubes: Tubes | None
+                     ) -> tuple[Tubes, torch.Tensor, torch.Tensor]:
+        """(tubes, boxes int (N, T, 4), partners int64 (N, K)) on the engine's device; K = 0
+        for single masks."""
         if tubes is None:
             raise ValueError(f"{self.name} needs tube masks")
         if not self.integrate:
             tubes = tubes.without_integration()
-        boxes = torch.from_numpy(tubes.boxes).to(engine.device)
-        partners = torch.from_numpy(tubes.partners).to(engine.device)
+        return (tubes, torch.from_numpy(tubes.boxes).to(engine.device),
+                torch.from_numpy(tubes.partners).to(engine.device))
+
+
+class _TubeOcclusion(TubeMethod):
+    def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
+        tubes, boxes, partners = self.tube_tensors(engine, tubes)
         masks = tube_mask_batches(boxes, partners, engine.frame_shape[1:], engine.batch_size)
         pairs = engine.perturb(masks, self.fill(engine))
         sal = aggregate(pairs, tubes.num_masks, engine.frame_shape, engine.base_score,

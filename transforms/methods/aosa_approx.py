@@ -85,8 +85,8 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 
 from transforms.masks import mask_members, occlusion_masks
-from transforms.methods.aosa import aggregate, tube_mask_batches
-from transforms.methods.base import Explanation, Method, register_method
+from transforms.methods.aosa import TubeMethod, aggregate, tube_mask_batches
+from transforms.methods.base import Explanation, register_method
 from transforms.perturbation import PerturbationEngine
 from transforms.tubes import Tubes
 
@@ -289,20 +289,13 @@ def subset_mask_batches(boxes: torch.Tensor, partners: torch.Tensor, indices: to
 # --- Methods --------------------------------------------------------------------------------
 
 
-class _TubeTaylor(Method):
+class _TubeTaylor(TubeMethod):
     """AOSA's tube masks, scored by :func:`approx_scores` and aggregated like exact AOSA."""
 
-    needs_tubes = True
     default_fill = "local_mean"  # conditional sampling (module docstring, step 1)
-    integrate = True
 
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
-        if tubes is None:
-            raise ValueError(f"{self.name} needs tube masks")
-        if not self.integrate:
-            tubes = tubes.without_integration()
-        boxes = torch.from_numpy(tubes.boxes).to(engine.device)
-        partners = torch.from_numpy(tubes.partners).to(engine.device)
+        tubes, boxes, partners = self.tube_tensors(engine, tubes)
         hw, bs = engine.frame_shape[1:], engine.batch_size
         fill = self.fill(engine)
 

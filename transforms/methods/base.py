@@ -39,6 +39,10 @@ class MethodOptions:
         layer: network layer for layer-based methods (None: the network's default).
         approx_adjust: AOSA-approx's derivative adjustment of outlying estimates (§3.5.3);
             False gives the plain first-order estimates.
+        window, hop: AOSA-T's temporal windows in frames (None: the method's defaults).
+        ep_iterations, ep_areas: extremal perturbation (STEP, F-EP): optimiser iterations and
+            the preserved areas (None: the method's defaults).
+        fep_keep: F-EP: the low-frequency fraction of DCT coefficients kept (None: default).
     """
 
     aggregation: str = "mean"
@@ -47,6 +51,11 @@ class MethodOptions:
     fill_window: int = 36
     layer: str | None = None
     approx_adjust: bool = True
+    window: int | None = None
+    hop: int | None = None
+    ep_iterations: int | None = None
+    ep_areas: tuple[float, ...] | None = None
+    fep_keep: float | None = None
 
     def fill_of(self, engine: PerturbationEngine, default: str = "mean"
                 ) -> torch.Tensor | float:
@@ -120,6 +129,13 @@ def get_method(name: str, options: MethodOptions | None = None) -> Method:
 
 def available_methods() -> list[str]:
     """Names of all registered methods (importing the built-in ones first)."""
-    from transforms.methods import aosa, aosa_approx, baselines, gradcam, osa  # noqa: F401
+    from transforms.methods import (  # noqa: F401
+        aosa,
+        aosa_approx,
+        aosa_t,
+        baselines,
+        gradcam,
+        osa,
+    )
 
     return sorted(METHODS)
