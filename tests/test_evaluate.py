@@ -38,3 +38,28 @@ def test_summary_pools_hits_over_frames_and_skips_clips_without_boxes():
     assert "| 17 + 0 |" in table
     ordered = markdown(s, ["random", "aosa"])
     assert ordered.index("| random |") < ordered.index("| aosa |")
+
+
+def test_merged_rows_join_other_methods_on_the_same_clips_only():
+    from pipeline.apps.evaluate import merged_rows
+
+    ours = [{"clip_id": "a", "method": "step"}, {"clip_id": "b", "method": "step"}]
+    other = [{"clip_id": "a", "method": "aosa"}, {"clip_id": "c", "method": "aosa"},
+             {"clip_id": "b", "method": "step"}, {"clip_id": "b", "method": "osa"}]
+    assert merged_rows(ours, other) == [{"clip_id": "a", "method": "aosa"},
+                                        {"clip_id": "b", "method": "osa"}]
+
+
+def test_spread_rows_picks_evenly_and_makes_paths_absolute(tmp_path):
+    import json
+
+    from pipeline.apps.evaluate import spread_rows
+
+    manifest = tmp_path / "split.jsonl"
+    manifest.write_text("".join(json.dumps({"video": f"v/{i}.avi", "label": i}) + "\n"
+                                for i in range(8)))
+    out = spread_rows(manifest, 4, tmp_path / "o")
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["label"] for r in rows] == [0, 2, 4, 6]
+    assert rows[0]["video"] == str((tmp_path / "v" / "0.avi").resolve())
+    assert len(spread_rows(manifest, 50, tmp_path / "p").read_text().splitlines()) == 8

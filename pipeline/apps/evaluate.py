@@ -13,6 +13,7 @@ paper's definition). The table is also written to ``OUT/evaluation.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from collections import defaultdict
@@ -125,6 +126,29 @@ def ensure_data(data: Path, seed: int) -> Path:
     return manifest
 
 
+def spread_rows(manifest: Path, limit: int, out_dir: Path) -> Path:
+    """A copy of ``limit`` rows spread evenly over the manifest (splits are sorted by class, so
+    the first rows would be one class), in ``out_dir``; relative video paths made absolute."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    for r in rows:
+        if not Path(r["video"]).is_absolute():
+            r["video"] = str((manifest.parent / r["video"]).resolve())
+    limit = min(limit, len(rows))
+    picked = [rows[i * len(rows) // limit] for i in range(limit)]
+    path = out_dir / f"{limit}_of_{manifest.name}"
+    path.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    return path
+
+
+def merged_rows(rows: list[dict], other: list[dict]) -> list[dict]:
+    """``other``'s rows of the same clips (same ``clip_id``: video, start, length, stride) for
+    methods ``rows`` lack, so methods of two runs are compared on the same clips."""
+    clips = {r["clip_id"] for r in rows}
+    have = {r["method"] for r in rows}
+    return [r for r in other if r["clip_id"] in clips and r["method"] not in have]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=".cache/synth", help="synthetic dataset directory")
@@ -136,19 +160,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", default=None,
                     help="evaluate this manifest instead of the held-out test split (e.g. the "
                          "temporal split written by pipeline.apps.synth --temporal/--composed)")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="only N clips spread evenly over the split (costly methods)")
+    ap.add_argument("--merge", default=None,
+                    help="another evaluation's --output: its methods' rows for the same clips "
+                         "join the table (methods of this run win)")
     args, beam_args = ap.parse_known_args(argv)
     manifest = Path(args.manifest) if args.manifest else ensure_data(Path(args.data), args.seed)
+    if args.limit is not None:
+        manifest = spread_rows(manifest, args.limit, Path(args.output))
     info = job.run(["--input", str(manifest), "--output", args.output,
                     "--model", "synth_small3d", "--methods", args.methods,
                     "--target", "label", "--batch-size", args.batch_size, *beam_args])
     rows = read_table(OutputPaths(args.output).metrics).to_pylist()
+    methods = args.methods.split(",")
+    if args.merge:
+        rows += merged_rows(rows, read_table(OutputPaths(args.merge).metrics).to_pylist())
+        methods += [m for m in DEFAULT_METHODS.split(",") if m not in methods]
     summary = summarise(rows)
     acc = next(iter(summary.values()))["accuracy"]
     c = info["counts"]
     text = (f"Synthetic split `{manifest}`: {c['clips_written']} clips explained "
             f"({c['clips_failed']} dead-lettered), network accuracy {acc:.3f}, "
             f"config {info['config_hash']}.\n\n"
-            + markdown(summary, args.methods.split(",")) + "\n")
+            + markdown(summary, methods) + "\n")
     print("\n" + text)
     Path(args.output, "evaluation.md").write_text(text)
     return 0

@@ -134,6 +134,7 @@ def available_methods() -> list[str]:
         aosa_approx,
         aosa_t,
         baselines,
+        extremal,
         gradcam,
         osa,
     )
