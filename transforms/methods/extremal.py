@@ -4,7 +4,7 @@ All three run one optimiser (:func:`optimise_masks`): for each area a of ``ep_ar
 spatio-temporal *preservation* mask m_a (T, H, W) with values in [0, 1] such that the preserved
 clip keeps the target class while m_a covers a fraction a of the clip (Fong et al.,
 "Understanding Deep Networks via Extremal Perturbations and Smooth Masks", ICCV 2019; for video
-Li et al., "Spatio-Temporal Perturbations for Video Attribution", TCSVT 2021 = STEP; Lin et
+Wang et al., "Spatio-Temporal Perturbations for Video Attribution", TCSVT 2021 = STEP; Lin et
 al., "Gradient Frequency Modulation for Visually Explaining Video Understanding Models", 2021 =
 F-EP). The A = len(areas) preserved clips go through the network as ONE batch (split into
 ``engine.batch_size`` chunks only when A is larger). ``ep`` is the plain method both papers
