@@ -63,3 +63,15 @@ def test_spread_rows_picks_evenly_and_makes_paths_absolute(tmp_path):
     assert [r["label"] for r in rows] == [0, 2, 4, 6]
     assert rows[0]["video"] == str((tmp_path / "v" / "0.avi").resolve())
     assert len(spread_rows(manifest, 50, tmp_path / "p").read_text().splitlines()) == 8
+
+
+def test_spearman_known_answers_with_ties():
+    from pipeline.apps.evaluate import average_ranks, spearman
+
+    assert average_ranks(np.array([3.0, 1.0, 2.0, 1.0])).tolist() == [3.0, 0.5, 2.0, 0.5]
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert spearman(a, a ** 3) == pytest.approx(1.0)  # monotone: ranks agree
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert np.isnan(spearman(a, np.ones_like(a)))
+    # x = [1, 2, 3, 4], y = [1, 3, 2, 4]: 1 - 6 * (0 + 1 + 1 + 0) / (4 * 15) = 0.8
+    assert spearman(np.array([1.0, 2, 3, 4]), np.array([1.0, 3, 2, 4])) == pytest.approx(0.8)

@@ -126,6 +126,53 @@ def ensure_data(data: Path, seed: int) -> Path:
     return manifest
 
 
+# (exact, approximation) pairs whose maps are compared voxel for voxel.
+MAP_PAIRS = (("aosa", "aosa_approx"), ("aosa_sgl", "aosa_sgl_approx"))
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 of a 1-D array, ties given the mean of their positions."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new = np.r_[True, ordered[1:] != ordered[:-1]]
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = ((starts + ends - 1) / 2.0)[np.cumsum(new) - 1]
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two maps (flattened); NaN when either is constant."""
+    ra, rb = average_ranks(a.ravel()), average_ranks(b.ravel())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+def map_agreement(output: str, summary: dict[str, dict]) -> str:
+    """For each (exact, approx) pair of the run: the rank correlation of the two maps of each
+    clip (median and quartiles over clips) and the time ratio per map."""
+    lines = []
+    for exact, approx in MAP_PAIRS:
+        if exact not in summary or approx not in summary:
+            continue
+        table = read_table(OutputPaths(output).saliency, ["clip_id", "method", "saliency"])
+        maps: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+        for cid, m, sal in zip(*(table.column(c).to_pylist() for c in
+                                 ("clip_id", "method", "saliency")), strict=True):
+            if m in (exact, approx):
+                maps[cid][m] = np.asarray(sal, dtype=np.float32)
+        rho = np.array([spearman(v[exact], v[approx]) for v in maps.values() if len(v) == 2])
+        rho = rho[np.isfinite(rho)]
+        ratio = summary[approx]["seconds"] / summary[exact]["seconds"]
+        lines.append(f"- `{approx}` vs `{exact}`: Spearman rank correlation of the maps, "
+                     f"median {np.median(rho):.3f} (quartiles {np.quantile(rho, 0.25):.3f}–"
+                     f"{np.quantile(rho, 0.75):.3f}, {rho.size} clips); time per map "
+                     f"{ratio:.3f} × the exact one's ({1 / ratio:.1f}× faster)")
+    return "\n".join(lines)
+
+
 def spread_rows(manifest: Path, limit: int, out_dir: Path) -> Path:
     """A copy of ``limit`` rows spread evenly over the manifest (splits are sorted by class, so
     the first rows would be one class), in ``out_dir``; relative video paths made absolute."""
@@ -184,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             f"({c['clips_failed']} dead-lettered), network accuracy {acc:.3f}, "
             f"config {info['config_hash']}.\n\n"
             + markdown(summary, methods) + "\n")
+    agreement = map_agreement(args.output, summary)
+    if agreement:
+        text += "\n" + agreement + "\n"
     print("\n" + text)
     Path(args.output, "evaluation.md").write_text(text)
     return 0
