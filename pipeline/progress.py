@@ -110,7 +110,7 @@ class ProgressMonitor:
 
     def __init__(self, directory: str, total: int | None = None, stream: TextIO | None = None,
                  interval: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 heartbeat: float = 30.0) -> None:
+                 heartbeat: float = 30.0, min_gap: float = 10.0) -> None:
         """Set the monitor up; nothing runs before ``__enter__``.
 
         Args:
@@ -120,6 +120,7 @@ class ProgressMonitor:
             interval: Seconds between two looks at the directory.
             clock: Monotonic seconds (a parameter for tests).
             heartbeat: Longest silence in seconds while the run works.
+            min_gap: Shortest time between two lines when the stream is not a terminal.
         """
         self.directory = directory
         self.total = total
@@ -136,6 +137,7 @@ class ProgressMonitor:
         self._width = 0
         self._closed = False
         self.heartbeat = heartbeat
+        self.min_gap = min_gap
         self._last_print = 0.0
 
     def __enter__(self) -> ProgressMonitor:
@@ -175,8 +177,11 @@ class ProgressMonitor:
         counts = count_progress(self.directory)
         with self._lock:
             now = self._clock()
-            quiet = now - self._last_print < self.heartbeat
-            if self._closed or (not final and counts == self._shown and quiet):
+            since = now - self._last_print
+            unchanged = counts == self._shown and since < self.heartbeat
+            # A log (not a terminal) gets at most one line per ``min_gap`` seconds.
+            crowded = (not self._tty and self._shown is not None and since < self.min_gap)
+            if self._closed or (not final and (unchanged or crowded)):
                 return
             self._last_print = now
             self.counts = counts

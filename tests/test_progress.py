@@ -120,7 +120,7 @@ def test_count_progress_missing_directory(tmp_path: Path):
 
 def test_monitor_shows_the_final_count(tmp_path: Path):
     stream = io.StringIO()
-    with ProgressMonitor(str(tmp_path), 5, stream=stream, interval=0.02):
+    with ProgressMonitor(str(tmp_path), 5, stream=stream, interval=0.02, min_gap=0.0):
         record_progress(str(tmp_path), "written", 3)
         record_progress(str(tmp_path), "failed")
         deadline = time.monotonic() + 5
@@ -152,6 +152,26 @@ def test_monitor_prints_a_heartbeat_while_a_slow_clip_runs(tmp_path: Path):
     lines = stream.getvalue().splitlines()
     assert len(lines) >= 4 and all(line.startswith("vidxai: 0/5 clips") for line in lines)
     assert "elapsed" in lines[-1]
+
+
+def test_monitor_throttles_a_log_to_one_line_per_min_gap(tmp_path: Path):
+    """Counts change at every look and the fake clock advances 1 s per look: a log stream gets
+    a line only every ``min_gap`` = 5 s (plus the first and the final line)."""
+    ticks = iter(range(0, 10_000))
+    stream = io.StringIO()
+    looks = []
+
+    def clock() -> float:
+        t = float(next(ticks))
+        looks.append(t)
+        record_progress(str(tmp_path), "written")  # something new before every look
+        return t
+
+    with ProgressMonitor(str(tmp_path), None, stream=stream, interval=0.005, min_gap=5.0,
+                         heartbeat=1e9, clock=clock):
+        time.sleep(0.3)
+    lines = stream.getvalue().splitlines()
+    assert 3 <= len(lines) <= len(looks) / 5 + 3, (len(lines), len(looks))
 
 
 class _Tty(io.StringIO):
