@@ -227,3 +227,15 @@ def test_portable_runner_with_an_external_worker_pool(tmp_path, video_dir):
     local = {r["clip_id"]: r["saliency"] for r in rows(tmp_path / "l" / "saliency")}
     for r in rows(tmp_path / "p" / "saliency"):
         np.testing.assert_array_equal(r["saliency"], local[r["clip_id"]])
+
+
+def test_picture_scales():
+    from pipeline.apps.visualize import normalise_map
+
+    sal = np.array([[[-2.0, 0.0], [1.0, 2.0]]])
+    np.testing.assert_allclose(normalise_map(sal), [[[0.0, 0.5], [0.75, 1.0]]])
+    np.testing.assert_allclose(normalise_map(sal, "positive"), [[[0.0, 0.0], [0.5, 1.0]]])
+    assert not normalise_map(np.full((1, 2, 2), 3.0)).any()  # no signal: drawn as 0
+    assert not normalise_map(-np.ones((1, 2, 2)), "positive").any()
+    with pytest.raises(ValueError, match="unknown scale"):
+        normalise_map(sal, "log")

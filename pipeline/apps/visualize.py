@@ -7,12 +7,26 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+SCALES = {
+    "minmax": "min-max over the clip",
+    "positive": "0 to the clip's max, negatives as 0",
+}
 
-def normalise_map(saliency: np.ndarray) -> np.ndarray:
-    """Min-max rescale over the whole clip (T, H, W) to [0, 1] (display only)."""
-    lo, hi = float(saliency.min()), float(saliency.max())
-    return np.zeros_like(saliency, dtype=np.float32) if hi <= lo else \
-        ((saliency - lo) / (hi - lo)).astype(np.float32)
+
+def normalise_map(saliency: np.ndarray, scale: str = "minmax") -> np.ndarray:
+    """Rescale a (T, H, W) map to [0, 1] over the whole clip (display only).
+
+    ``minmax``: (S − min) / (max − min). ``positive``: max(S, 0) / max — the score drops only,
+    so that negative values (occluding there *raised* the score) do not stretch the scale. A
+    map without signal (constant, or no positive value for ``positive``) is all 0.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
+    lo = 0.0 if scale == "positive" else float(saliency.min())
+    hi = float(saliency.max())
+    if hi <= lo:
+        return np.zeros_like(saliency, dtype=np.float32)
+    return np.clip((saliency - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def overlay(frame: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -29,7 +43,8 @@ def strip_frames(num_frames: int, count: int = 5) -> list[int]:
 
 def frame_strip(frames: np.ndarray, saliency: np.ndarray, title: str = "",
                 indices: Sequence[int] | None = None,
-                boxes: Sequence[Sequence[float] | None] | None = None) -> np.ndarray:
+                boxes: Sequence[Sequence[float] | None] | None = None,
+                scale: str = "minmax") -> np.ndarray:
     """Two rows — frames, frames with saliency — for the chosen frame indices.
 
     Args:
@@ -38,6 +53,7 @@ def frame_strip(frames: np.ndarray, saliency: np.ndarray, title: str = "",
         title: text drawn above the strip.
         indices: frames to show (default :func:`strip_frames`).
         boxes: optional per-frame ground-truth boxes drawn in green on both rows.
+        scale: colour scale of the map (:func:`normalise_map`), stated in the title.
 
     Returns:
         uint8 (rows, cols, 3) RGB image.
@@ -49,7 +65,8 @@ def frame_strip(frames: np.ndarray, saliency: np.ndarray, title: str = "",
         saliency = saliency.repeat(zoom, axis=1).repeat(zoom, axis=2)
         if boxes is not None:
             boxes = [None if b is None else [v * zoom for v in b] for b in boxes]
-    heat = normalise_map(saliency)
+    heat = normalise_map(saliency, scale)
+    title = f"{title} [{SCALES[scale]}]" if title else ""
     top, bottom = [], []
     for t in idx:
         f, o = frames[t].copy(), overlay(frames[t], heat[t])
@@ -65,7 +82,7 @@ def frame_strip(frames: np.ndarray, saliency: np.ndarray, title: str = "",
     grid = np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
     if title:
         band = np.full((22, grid.shape[1], 3), 255, np.uint8)
-        cv2.putText(band, title[:120], (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        cv2.putText(band, title[:150], (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         grid = np.concatenate([band, grid], 0)
     return grid
 
@@ -76,7 +93,8 @@ def save_png(path: str, image_rgb: np.ndarray) -> None:
 
 
 def render_run(output: str, figures: str, methods: Sequence[str] | None = None,
-               limit: int | None = None, manifest: str | None = None) -> list[str]:
+               limit: int | None = None, manifest: str | None = None,
+               scale: str = "minmax") -> list[str]:
     """Draw a frame strip for each saliency row of a finished run.
 
     Frames are decoded again with the model's preprocessing (size from the map, resize ratio from
@@ -119,7 +137,8 @@ def render_run(output: str, figures: str, methods: Sequence[str] | None = None,
         name = os.path.splitext(os.path.basename(row["video"]))[0]
         title = f"{name}: {row['method']} for '{row['target_name']}' ({row['model']})"
         path = os.path.join(figures, f"{name}_{row['clip_id'][:6]}_{row['method']}.png")
-        save_png(path, frame_strip(clip.frames, sal.astype(np.float32), title, boxes=boxes))
+        save_png(path, frame_strip(clip.frames, sal.astype(np.float32), title, boxes=boxes,
+                                   scale=scale))
         written.append(path)
     return written
 
@@ -133,9 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--methods", default=None, help="comma list (default: all)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many pictures")
     ap.add_argument("--manifest", default=None, help="the run's manifest, to draw its boxes")
+    ap.add_argument("--scale", default="minmax", choices=sorted(SCALES),
+                    help="colour scale: minmax (over the clip) or positive (0 to the clip's "
+                         "max; negative score changes shown as 0)")
     a = ap.parse_args(argv)
     paths = render_run(a.output, a.figures or f"{a.output.rstrip('/')}/figures",
-                       a.methods.split(",") if a.methods else None, a.limit, a.manifest)
+                       a.methods.split(",") if a.methods else None, a.limit, a.manifest,
+                       a.scale)
     print("\n".join(paths))
     return 0
 
