@@ -75,3 +75,27 @@ def test_spearman_known_answers_with_ties():
     assert np.isnan(spearman(a, np.ones_like(a)))
     # x = [1, 2, 3, 4], y = [1, 3, 2, 4]: 1 - 6 * (0 + 1 + 1 + 0) / (4 * 15) = 0.8
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([1.0, 3, 2, 4])) == pytest.approx(0.8)
+
+
+def test_map_agreement_reads_maps_from_every_output_and_skips_missing_pairs(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.apps.evaluate import map_agreement
+
+    def write(out, rows):
+        (out / "saliency").mkdir(parents=True)
+        pq.write_table(pa.table({"clip_id": [r[0] for r in rows],
+                                 "method": [r[1] for r in rows],
+                                 "saliency": [list(r[2]) for r in rows]}),
+                       out / "saliency" / "part-0.parquet")
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    write(a, [("c1", "aosa_approx", [1.0, 2, 3, 4]), ("c2", "aosa_approx", [4.0, 3, 2, 1])])
+    write(b, [("c1", "aosa", [1.0, 2, 3, 4]), ("c2", "aosa", [1.0, 2, 3, 4])])
+    summary = {"aosa": {"seconds": 2.0}, "aosa_approx": {"seconds": 0.5},
+               "aosa_sgl": {"seconds": 1.0}}  # aosa_sgl_approx absent: that pair is skipped
+    text = map_agreement([str(a), str(b)], summary)
+    assert text.count("\\n") == 0 and "`aosa_approx` vs `aosa`" in text
+    assert "median 0.000" in text and "2 clips" in text and "4.0× faster" in text
+    assert map_agreement([str(a)], summary) == ""  # no exact maps: nothing to compare

@@ -150,21 +150,31 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / den) if den > 0 else float("nan")
 
 
-def map_agreement(output: str, summary: dict[str, dict]) -> str:
+def map_agreement(outputs: list[str], summary: dict[str, dict]) -> str:
     """For each (exact, approx) pair of the run: the rank correlation of the two maps of each
-    clip (median and quartiles over clips) and the time ratio per map."""
+    clip (median and quartiles over clips) and the time ratio per map.
+
+    Args:
+        outputs: the run's ``--output`` (and a merged run's): maps are read from all of them.
+        summary: :func:`summarise` of the rows.
+    """
     lines = []
     for exact, approx in MAP_PAIRS:
         if exact not in summary or approx not in summary:
             continue
-        table = read_table(OutputPaths(output).saliency, ["clip_id", "method", "saliency"])
         maps: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-        for cid, m, sal in zip(*(table.column(c).to_pylist() for c in
-                                 ("clip_id", "method", "saliency")), strict=True):
-            if m in (exact, approx):
-                maps[cid][m] = np.asarray(sal, dtype=np.float32)
+        for output in outputs:
+            table = read_table(OutputPaths(output).saliency, ["clip_id", "method", "saliency"])
+            if table is None:
+                continue
+            for cid, m, sal in zip(*(table.column(c).to_pylist() for c in
+                                     ("clip_id", "method", "saliency")), strict=True):
+                if m in (exact, approx) and m not in maps[cid]:
+                    maps[cid][m] = np.asarray(sal, dtype=np.float32)
         rho = np.array([spearman(v[exact], v[approx]) for v in maps.values() if len(v) == 2])
         rho = rho[np.isfinite(rho)]
+        if rho.size == 0:
+            continue
         ratio = summary[approx]["seconds"] / summary[exact]["seconds"]
         lines.append(f"- `{approx}` vs `{exact}`: Spearman rank correlation of the maps, "
                      f"median {np.median(rho):.3f} (quartiles {np.quantile(rho, 0.25):.3f}–"
@@ -231,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({c['clips_failed']} dead-lettered), network accuracy {acc:.3f}, "
             f"config {info['config_hash']}.\n\n"
             + markdown(summary, methods) + "\n")
-    agreement = map_agreement(args.output, summary)
+    agreement = map_agreement([args.output, *([args.merge] if args.merge else [])], summary)
     if agreement:
         text += "\n" + agreement + "\n"
     print("\n" + text)
