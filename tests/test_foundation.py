@@ -253,21 +253,26 @@ def test_every_method_in_one_run_with_the_designed_pass_counts(tmp_path, video_d
     from transforms.methods.base import available_methods
     from transforms.methods.osa import osa_geometry, window_boxes
 
-    methods = [m for m in available_methods() if m in {
-        "aosa", "aosa_sgl", "aosa_approx", "aosa_sgl_approx", "osa", "gradcam",
-        "gradcam_frame", "random", "center"}]
-    assert len(methods) == 9
+    methods = available_methods()
+    assert set(methods) == {"aosa", "aosa_sgl", "aosa_approx", "aosa_sgl_approx", "aosa_t",
+                            "aosa_t_sgl", "osa", "gradcam", "gradcam_frame", "ep", "step",
+                            "fep", "random", "center"}
     out = tmp_path / "o"
     info = job.run(["--input", str(video_dir), "--output", str(out), *SMALL,
-                    "--methods", ",".join(methods)])
+                    "--methods", ",".join(methods), "--ep-iterations", "5",
+                    "--ep-areas", "0.1,0.2"])
     assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0}
     met = rows(out / "metrics")
-    assert len(met) == 27 and len(rows(out / "saliency")) == 27
+    assert len(met) == 3 * 14 and len(rows(out / "saliency")) == 3 * 14
     n_windows = len(window_boxes((8, 24, 24), *osa_geometry((8, 24, 24)), "truncate", "cpu"))
     for r in met:
         fwd, bwd, m = r["forward_passes"], r["backward_passes"], r["method"]
         if m in ("aosa", "aosa_sgl"):
             assert (fwd, bwd) == (16 + 1, 0)  # N masks + the shared clean forward
+        elif m in ("aosa_t", "aosa_t_sgl"):
+            assert (fwd, bwd) == (2 * 16 + 1, 0)  # two half-clip windows
+        elif m in ("ep", "step", "fep"):
+            assert (fwd, bwd) == (5 * 2 + 1, 5 * 2)  # iterations × areas, one batch
         elif m.endswith("_approx"):
             assert 1 <= bwd <= 3 and fwd == 1 + bwd  # no forward per mask
         elif m == "osa":
