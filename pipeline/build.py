@@ -7,7 +7,6 @@ flattened into ``errors/``.
 from __future__ import annotations
 
 import apache_beam as beam
-from transforms.progress import RecordProgress
 
 from pipeline.config import RunConfig
 from transforms.deadletter import ERRORS
@@ -15,6 +14,7 @@ from transforms.decode import DecodeFn
 from transforms.explain import ExplainFn
 from transforms.flow import FlowFn
 from transforms.io import ListClips
+from transforms.progress import RecordProgress
 from transforms.sink import OutputPaths, RunInfo, WriteResults
 from transforms.tubes import TubesFn
 
@@ -53,8 +53,7 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, class_names: list[str] | No
               | "AllErrors" >> beam.Flatten())
     results = explained.ok
     (results, errors) | "Write" >> WriteResults(
-        OutputPaths(cfg.output), run_info(cfg), (cfg.num_frames, cfg.size, cfg.size),
-        metrics=cfg.metrics)
+        OutputPaths(cfg.output), run_info(cfg), (cfg.num_frames, cfg.size, cfg.size))
     results | "ProgressWritten" >> RecordProgress(progress_dir, "written")
     errors | "ProgressFailed" >> RecordProgress(progress_dir, "failed")
     return {"results": results, "errors": errors}

@@ -161,17 +161,19 @@ class OutputPaths:
 class WriteResults(beam.PTransform):
     """``(results, errors) | WriteResults(...)``: the three Parquet tables of a run.
 
+    ``metrics/`` is always written: besides the metrics it holds each method's cost (passes,
+    seconds) and the clip's classes; its metric columns are null when the run skipped them.
+
     Args:
         paths: the output locations.
         info: values written next to every row.
         map_shape: (T, H, W) of every map (the tensor column's fixed shape).
-        metrics: write ``metrics/`` too.
     """
 
-    def __init__(self, paths: OutputPaths, info: RunInfo, map_shape: tuple[int, int, int],
-                 metrics: bool = True) -> None:
+    def __init__(self, paths: OutputPaths, info: RunInfo, map_shape: tuple[int, int, int]
+                 ) -> None:
         super().__init__()
-        self.paths, self.info, self.map_shape, self.metrics = paths, info, map_shape, metrics
+        self.paths, self.info, self.map_shape = paths, info, map_shape
 
     def expand(self, pcolls):
         results, errors = pcolls
@@ -184,12 +186,11 @@ class WriteResults(beam.PTransform):
          | "WriteSaliency" >> beam.io.WriteToParquet(
              FileSystems.join(self.paths.saliency, "part"), saliency_schema(t, h),
              file_name_suffix=".parquet", record_batch_size=SALIENCY_BATCH))
-        if self.metrics:
-            (results
-             | "MetricsRows" >> beam.FlatMap(metrics_rows, info)
-             | "WriteMetrics" >> beam.io.WriteToParquet(
-                 FileSystems.join(self.paths.metrics, "part"), METRICS_SCHEMA,
-                 file_name_suffix=".parquet", num_shards=1, record_batch_size=256))
+        (results
+         | "MetricsRows" >> beam.FlatMap(metrics_rows, info)
+         | "WriteMetrics" >> beam.io.WriteToParquet(
+             FileSystems.join(self.paths.metrics, "part"), METRICS_SCHEMA,
+             file_name_suffix=".parquet", num_shards=1, record_batch_size=256))
         (errors
          | "ErrorRows" >> beam.Map(error_row)
          | "WriteErrors" >> beam.io.WriteToParquet(
