@@ -42,8 +42,9 @@ class VidxaiOptions(PipelineOptions):
         a("--layer", default=None,
           help="the network's layer for layer-based methods (default: the registry's)")
         a("--methods", default="aosa",
-          help="comma list of methods: aosa, aosa_sgl, aosa_approx, aosa_sgl_approx, osa, "
-               "gradcam, gradcam_frame, and the references random, center")
+          help="comma list of methods: aosa, aosa_sgl, aosa_approx, aosa_sgl_approx, aosa_t, "
+               "aosa_t_sgl, osa, gradcam, gradcam_frame, step, fep, ep, and the references "
+               "random, center")
         a("--stride", type=int, default=None,
           help="anchor spacing s in px (default: size/14, i.e. N = 196 as in the paper)")
         a("--box-size", dest="box_size", type=int, default=None,
