@@ -227,7 +227,8 @@ class RunConfig:
         key = dataclasses.asdict(self)
         for k in EXECUTION_ONLY:
             key.pop(k)
-        key["target"] = self.target if self.fixed_target() is None else self.fixed_target()
+        fixed = self.fixed_target()
+        key["target"] = self.target if fixed is None else fixed
         used = fills_used(self.methods, self.fill)  # fill parameters matter only where used
         if "blur" not in used:
             key.pop("fill_sigma")

@@ -109,17 +109,8 @@ class VideoModelHandler:
 
     def class_names(self) -> list[str] | None:
         """Class names from ``config.class_names`` (a file) or the network's own list."""
-        cfg = self.config
-        if cfg.class_names:
-            text = read_bytes(cfg.class_names, "--class-names").decode("utf-8")
-            names = [line.strip() for line in text.splitlines() if line.strip()]
-            n = self.spec().num_classes
-            if len(names) != n:
-                raise ValueError(f"--class-names {cfg.class_names} has {len(names)} names but "
-                                 f"the network has {n} classes")
-            return names
-        spec = self.spec()
-        return list(spec.class_names()) if spec.class_names else None
+        names = _class_names(self.config)
+        return None if names is None else list(names)
 
     def build(self) -> tuple[nn.Module, str]:
         """The network on the CPU in eval mode with its weights, and their identity.
@@ -183,6 +174,21 @@ class VideoModelHandler:
     def share_tag(self) -> str:
         """Key of the per-process cache (equal handlers share one network)."""
         return repr(dataclasses.astuple(self))
+
+
+@functools.lru_cache(maxsize=16)
+def _class_names(cfg: ModelConfig) -> tuple[str, ...] | None:
+    """The class names of a configuration (cached: a --class-names URI is read once)."""
+    if cfg.class_names:
+        text = read_bytes(cfg.class_names, "--class-names").decode("utf-8")
+        names = tuple(line.strip() for line in text.splitlines() if line.strip())
+        n = _spec(cfg).num_classes
+        if len(names) != n:
+            raise ValueError(f"--class-names {cfg.class_names} has {len(names)} names but "
+                             f"the network has {n} classes")
+        return names
+    spec = _spec(cfg)
+    return tuple(spec.class_names()) if spec.class_names else None
 
 
 @functools.lru_cache(maxsize=16)
