@@ -60,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vidxai: error: {exc}", file=sys.stderr)
     out = OutputPaths(info["config"]["output"])
     c = info["counts"]
-    print(summary_table(out))
+    print(summary_table(out, info))
     print(f"\nclips in {c['clips_in']} = written {c['clips_written']} + dead-lettered "
-          f"{c['clips_failed']}  ({info['seconds']:.1f} s)")
+          f"{c['clips_failed']} + skipped (already in the output) "
+          f"{c['clips_skipped']}  ({info['seconds']:.1f} s)")
     print(f"results: {out.saliency}  {out.metrics}  {out.errors}  {out.run_json}")
     return 1 if failed else 0
 

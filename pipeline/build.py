@@ -13,34 +13,44 @@ from transforms.deadletter import ERRORS
 from transforms.decode import DecodeFn
 from transforms.explain import ExplainFn
 from transforms.flow import FlowFn
-from transforms.io import ListClips
+from transforms.io import ClipSampling, ListClips
 from transforms.progress import RecordProgress
 from transforms.sink import OutputPaths, RunInfo, WriteResults
 from transforms.tubes import TubesFn
 
 
-def run_info(cfg: RunConfig) -> RunInfo:
+def run_info(cfg: RunConfig, run_id: str = "") -> RunInfo:
     return RunInfo(model=cfg.model, weights_sha256=str(cfg.weights_sha256),
-                   config_hash=cfg.config_hash(), frame_stride=cfg.frame_stride)
+                   config_hashes=tuple(cfg.config_hashes().items()),
+                   frame_stride=cfg.frame_stride, run_id=run_id)
+
+
+def sampling(cfg: RunConfig) -> ClipSampling:
+    return ClipSampling(cfg.num_frames, cfg.frame_stride, cfg.clips_per_video, cfg.clip_hop)
 
 
 def build_pipeline(p: beam.Pipeline, cfg: RunConfig, class_names: list[str] | None = None,
-                   progress_dir: str | None = None) -> dict[str, beam.PCollection]:
+                   progress_dir: str | None = None, run_id: str = "",
+                   done: dict[str, frozenset[str]] | None = None
+                   ) -> dict[str, beam.PCollection]:
     """Add the whole job to ``p``.
 
     Args:
         cfg: a resolved configuration whose weights were validated (``weights_sha256`` set).
         class_names: the network's class names (for manifest labels given by name).
         progress_dir: where workers record finished clips for the progress line (None: off).
+        run_id: written next to every row of this run.
+        done: clip id → methods ``--output`` already holds for this configuration (skipped).
 
     Returns:
         The ``results`` (ClipResult) and ``errors`` (ErrorRecord) PCollections.
     """
     spec = cfg.spec
-    clips, list_errors = p | "ListClips" >> ListClips(cfg.input, cfg.num_frames,
-                                                      cfg.frame_stride, class_names)
+    clips, list_errors = p | "ListClips" >> ListClips(cfg.input, sampling(cfg), class_names,
+                                                      cfg.methods, done)
     decoded = clips | "Decode" >> beam.ParDo(
-        DecodeFn(cfg.num_frames, cfg.size, spec.resize_ratio, cfg.frame_stride)
+        DecodeFn(cfg.num_frames, cfg.size, spec.resize_ratio, cfg.frame_stride,
+                 cfg.thread_budget())
     ).with_outputs(ERRORS, main="ok")
     flowed = decoded.ok | "Flow" >> beam.ParDo(FlowFn()).with_outputs(ERRORS, main="ok")
     tubed = flowed.ok | "Tubes" >> beam.ParDo(
@@ -52,8 +62,8 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, class_names: list[str] | No
                explained[ERRORS])
               | "AllErrors" >> beam.Flatten())
     results = explained.ok
-    (results, errors) | "Write" >> WriteResults(
-        OutputPaths(cfg.output), run_info(cfg), (cfg.num_frames, cfg.size, cfg.size))
-    results | "ProgressWritten" >> RecordProgress(progress_dir, "written")
-    errors | "ProgressFailed" >> RecordProgress(progress_dir, "failed")
+    written, failed = (results, errors) | "Write" >> WriteResults(
+        OutputPaths(cfg.output), run_info(cfg, run_id), cfg.store_options())
+    written | "ProgressWritten" >> RecordProgress(progress_dir, "written")
+    failed | "ProgressFailed" >> RecordProgress(progress_dir, "failed")
     return {"results": results, "errors": errors}

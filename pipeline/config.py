@@ -10,21 +10,36 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 
 from models.registry import ModelSpec
+from transforms.encoding import ENCODINGS, check_pool
 from transforms.explain import ExplainSettings
 from transforms.methods.aosa import AGGREGATIONS
 from transforms.methods.base import MethodOptions, available_methods, fills_used
 from transforms.model_handler import ModelConfig, VideoModelHandler
 from transforms.perturbation import FILLS, SCORES
 from transforms.scoring import PRECISIONS, check_device_name
+from transforms.sink import StoreOptions
 from transforms.tubes import num_anchors
 
 TARGET_KEYWORDS = ("predicted", "label")
 # Options that change how a run executes, never what it computes (kept out of the hash).
 EXECUTION_ONLY = ("input", "output", "device", "threads", "cache_dir", "batch_size",
-                  "max_failed_fraction", "progress", "checkpoint", "class_names")
+                  "max_failed_fraction", "progress", "checkpoint", "class_names", "recompute",
+                  "clips_per_video", "clip_hop", "clips_per_file", "max_file_mb",
+                  "saliency_dtype", "saliency_pool", "workers")
+_TUBES = ("aosa", "aosa_sgl", "aosa_approx", "aosa_sgl_approx", "aosa_t", "aosa_t_sgl")
+_EXTREMAL = ("ep", "step", "fep")
+# Options that change only some methods' maps: left out of the other methods' hashes, so that
+# changing them re-explains only the methods they affect.
+METHOD_ONLY = {
+    "aggregation": _TUBES, "approx_adjust": ("aosa_approx", "aosa_sgl_approx"),
+    "t_window": ("aosa_t", "aosa_t_sgl"), "t_hop": ("aosa_t", "aosa_t_sgl"),
+    "ep_iterations": _EXTREMAL, "ep_areas": _EXTREMAL, "fep_keep": ("fep",),
+    "layer": ("gradcam", "gradcam_frame"),
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,14 @@ class RunConfig:
     threads: int = 0
     max_failed_fraction: float = 1.0
     progress: bool = True
+    recompute: bool = False
+    clips_per_video: int | None = None  # None: one clip per video (or manifest row)
+    clip_hop: int | None = None  # sliding clips every this many video frames
+    clips_per_file: int = 64
+    max_file_mb: int = 256
+    saliency_dtype: str = "float16"
+    saliency_pool: tuple[int, int] = (1, 1)
+    workers: int = 1  # worker processes on this machine (FnApiRunner: direct_num_workers)
     weights_sha256: str | None = None  # filled by the job after the handler validated them
 
     def handler(self) -> VideoModelHandler:
@@ -81,7 +104,7 @@ class RunConfig:
                         size=self.size, mean=self.mean, std=self.std,
                         class_names=self.class_names, layer=self.layer, seed=self.seed,
                         cache_dir=self.cache_dir),
-            device=self.device, precision=self.precision, threads=self.threads)
+            device=self.device, precision=self.precision, threads=self.thread_budget())
 
     @property
     def spec(self) -> ModelSpec:
@@ -159,6 +182,19 @@ class RunConfig:
              f"got {self.aggregation!r}"),
             (self.score in SCORES,
              f"--score must be one of {', '.join(SCORES)}, got {self.score!r}"),
+            (self.clips_per_video is None or self.clips_per_video >= 1,
+             f"--clips-per-video must be >= 1, got {self.clips_per_video}"),
+            (self.clip_hop is None or self.clip_hop >= 1,
+             f"--clip-hop must be >= 1, got {self.clip_hop}"),
+            (None in (self.clip_hop, self.clips_per_video),
+             "--clips-per-video and --clip-hop exclude each other (uniform clips or sliding "
+             "clips)"),
+            (self.clips_per_file >= 1, f"--clips-per-file must be >= 1, got {self.clips_per_file}"),
+            (self.max_file_mb >= 1, f"--max-file-mb must be >= 1, got {self.max_file_mb}"),
+            (self.saliency_dtype in ENCODINGS,
+             f"--saliency-dtype must be one of {', '.join(ENCODINGS)}, "
+             f"got {self.saliency_dtype!r}"),
+            (self.workers >= 1, f"--direct_num_workers must be >= 1, got {self.workers}"),
             (self.fill is None or self.fill in FILLS,
              f"--fill must be one of {', '.join(FILLS)}, got {self.fill!r}"),
         ]
@@ -180,6 +216,7 @@ class RunConfig:
                                  f"{', '.join(known)}")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"--methods names a method twice: {','.join(self.methods)}")
+        check_pool((self.num_frames, self.size, self.size), tuple(self.saliency_pool))
         check_device_name(self.device)
         self.fixed_target()  # raises for unknown classes
 
@@ -212,6 +249,21 @@ class RunConfig:
                              hop=self.t_hop, ep_iterations=self.ep_iterations,
                              ep_areas=self.ep_areas, fep_keep=self.fep_keep)
 
+    def store_options(self) -> StoreOptions:
+        """How the sink stores maps and bounds its files."""
+        return StoreOptions(encoding=self.saliency_dtype, pool=tuple(self.saliency_pool),
+                            clips_per_file=self.clips_per_file,
+                            max_file_bytes=self.max_file_mb << 20)
+
+    def thread_budget(self) -> int:
+        """torch / OpenCV threads per worker: ``--threads``, else the cores shared out over
+        the worker processes of this machine (0: the libraries' own default, one worker)."""
+        if self.threads > 0:
+            return self.threads
+        if self.workers > 1:
+            return max(1, (os.cpu_count() or 1) // self.workers)
+        return 0
+
     def explain_settings(self) -> ExplainSettings:
         return ExplainSettings(
             methods=self.methods, target=self.target, fixed_target=self.fixed_target(),
@@ -219,9 +271,15 @@ class RunConfig:
             score=self.score, metrics=self.metrics, metric_steps=self.metric_steps,
             pointing_radius=float(self.pointing_radius), insertion_blur=self.insertion_blur)
 
-    def result_key(self) -> dict:
+    def result_key(self, method: str | None = None) -> dict:
         """The fields that change results (output location and execution knobs excluded;
-        the weights by their SHA-256, never by file name)."""
+        the weights by their SHA-256, never by file name).
+
+        Args:
+            method: the key of one method's maps: without the method list, and without the
+                options that only change other methods (``METHOD_ONLY``, fill parameters of
+                fills it does not use). None: the whole run's key.
+        """
         if self.weights_sha256 is None:
             raise ValueError("config_hash needs weights_sha256 (validate the model first)")
         key = dataclasses.asdict(self)
@@ -229,14 +287,26 @@ class RunConfig:
             key.pop(k)
         fixed = self.fixed_target()
         key["target"] = self.target if fixed is None else fixed
-        used = fills_used(self.methods, self.fill)  # fill parameters matter only where used
+        methods = self.methods
+        if method is not None:
+            key.pop("methods")
+            methods = (method,)
+            for option, users in METHOD_ONLY.items():
+                if method not in users:
+                    key.pop(option)
+        used = fills_used(methods, self.fill)  # fill parameters matter only where used
         if "blur" not in used:
             key.pop("fill_sigma")
         if "local_mean" not in used:
             key.pop("fill_window")
         return key
 
-    def config_hash(self) -> str:
-        """First 16 hex digits of the SHA-256 of :meth:`result_key`."""
-        text = json.dumps(self.result_key(), sort_keys=True, default=str)
+    def config_hash(self, method: str | None = None) -> str:
+        """First 16 hex digits of the SHA-256 of :meth:`result_key` (of one method's maps, or
+        of the whole run)."""
+        text = json.dumps(self.result_key(method), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def config_hashes(self) -> dict[str, str]:
+        """Each method's config hash: the ``config_hash`` column of its rows."""
+        return {m: self.config_hash(m) for m in self.methods}

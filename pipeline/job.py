@@ -14,18 +14,21 @@ import dataclasses
 import shutil
 import tempfile
 import time
+import uuid
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
-from pipeline.build import build_pipeline
+from pipeline.build import build_pipeline, sampling
 from pipeline.config import RunConfig
 from pipeline.options import config_from_options, with_default_runner
 from pipeline.outputs import counts_from_outputs, now, versions, write_run_json
 from pipeline.progress import ProgressMonitor
+from pipeline.state import delete_configuration, done_methods, duplicate_identities, recover
 from pipeline.strict_args import check_known_args
-from transforms.io import list_clips
+from transforms.io import list_clips, missing_methods
+from transforms.progress import record_progress
+from transforms.records import ClipRef
 from transforms.scoring import resolve_device
 from transforms.sink import OutputPaths
 
@@ -61,14 +64,25 @@ def runs_locally(options: PipelineOptions) -> bool:
                                                                       "127.0.0.1")))
 
 
-def prepare(argv: list[str]) -> tuple[PipelineOptions, RunConfig, list[str] | None, int]:
+UNSUPPORTED_RUNNERS = {
+    "DaskRunner": "Beam 2.77's DaskRunner drops outputs (outputs emitted in finish_bundle are "
+                  "lost, only the last branch is evaluated): use FnApiRunner here, or a "
+                  "cluster runner (README: Beyond one machine)",
+}
+
+
+def prepare(argv: list[str]) -> tuple[PipelineOptions, RunConfig, list[str] | None, list]:
     """Everything that can fail before the pipeline starts, with one-line ValueErrors.
 
     Returns:
-        (options, configuration with ``weights_sha256``, class names, clips listed).
+        (options, configuration with ``weights_sha256``, class names, the clip list: ClipRef
+        and ErrorRecord items, as the pipeline will list them).
     """
     check_known_args(argv)
     options = with_default_runner(PipelineOptions(argv))
+    runner = str(options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
+    if runner in UNSUPPORTED_RUNNERS:
+        raise ValueError(f"--runner {runner} is not supported: {UNSUPPORTED_RUNNERS[runner]}")
     cfg = config_from_options(options)
     if runs_locally(options):
         resolve_device(cfg.device)  # the workers are this machine: a missing GPU fails now
@@ -76,34 +90,47 @@ def prepare(argv: list[str]) -> tuple[PipelineOptions, RunConfig, list[str] | No
     cfg = dataclasses.replace(cfg, weights_sha256=handler.validate())
     names = handler.class_names()
     cfg.fixed_target(names)
-    total = sum(1 for _ in list_clips(cfg.input, cfg.num_frames, cfg.frame_stride, names))
-    return options, cfg, names, total
+    s = sampling(cfg)
+    items = list(list_clips(cfg.input, s.num_frames, s.frame_stride, names, s.clips_per_video,
+                            s.clip_hop))
+    return options, cfg, names, items
 
 
-def clear_outputs(out: OutputPaths) -> None:
-    """A run replaces the previous run's tables in the same ``--output`` (idempotent)."""
-    for table in out.tables():
-        if FileSystems.exists(table):
-            FileSystems.delete([table])
+def new_run_id() -> str:
+    """``20261124T151640Z-3fa9c1``: sortable by start time, unique."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Run the job; returns the content of ``run.json``.
+
+    Incremental: clips whose every requested method ``--output`` already holds for this
+    configuration (weights and each method's config hash) are skipped; ``--recompute``
+    removes this configuration's rows first. Rows of other models and configurations stay.
 
     Raises:
         ValueError: a bad option or input (before any work).
         RunFailed: more than ``--max-failed-fraction`` of the clips failed, or the counts do
             not add up (after the outputs and run.json were written).
     """
-    options, cfg, names, listed = prepare(list(argv or []))
+    options, cfg, names, items = prepare(list(argv or []))
     out = OutputPaths(cfg.output)
-    clear_outputs(out)
+    run_id, started, t0 = new_run_id(), now(), time.perf_counter()
+    recovered = recover(out)
+    hashes = cfg.config_hashes()
+    removed = (delete_configuration(out, cfg.model, cfg.weights_sha256, hashes)
+               if cfg.recompute else 0)
+    done = {} if cfg.recompute else done_methods(out, cfg.model, cfg.weights_sha256, hashes)
+    refs = [i for i in items if isinstance(i, ClipRef)]
+    skipped = sum(1 for r in refs if not missing_methods(r, cfg.methods, done))
+    done = {r.clip_id: done[r.clip_id] for r in refs if r.clip_id in done}  # only listed
     progress_dir = (tempfile.mkdtemp(prefix="vidxai-progress-")
                     if cfg.progress and runs_locally(options) else None)
-    started, t0 = now(), time.perf_counter()
+    if progress_dir:
+        record_progress(progress_dir, "skipped", skipped)
     p = test_pipeline or beam.Pipeline(options=options)
-    build_pipeline(p, cfg, names, progress_dir)
-    monitor = (ProgressMonitor(progress_dir, listed) if progress_dir
+    build_pipeline(p, cfg, names, progress_dir, run_id, done)
+    monitor = (ProgressMonitor(progress_dir, len(items)) if progress_dir
                else contextlib.nullcontext())
     try:
         with monitor:
@@ -115,20 +142,28 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     counters = {m.key.metric.name: m.committed
                 for m in result.metrics().query()["counters"]
                 if m.key.metric.namespace == "vidxai"}
-    counts = counts_from_outputs(out)
-    clips_in = counters.get("clips_in", listed)
+    counts = {"clips_in": counters.get("clips_in", len(items)),
+              **counts_from_outputs(out, run_id),
+              "clips_skipped": counters.get("clips_skipped", skipped)}
+    duplicates = duplicate_identities(out)
     info = {
-        "started": started, "seconds": round(time.perf_counter() - t0, 3),
-        "config": dataclasses.asdict(cfg), "config_hash": cfg.config_hash(),
+        "run_id": run_id, "started": started, "seconds": round(time.perf_counter() - t0, 3),
+        "argv": list(argv or []), "config": dataclasses.asdict(cfg),
+        "config_hash": cfg.config_hash(), "config_hashes": hashes,
         "weights_sha256": cfg.weights_sha256, "versions": versions(),
         "runner": options.get_all_options().get("runner"),
-        "counts": {"clips_in": clips_in, **counts},
-        "counts_consistent": clips_in == counts["clips_written"] + counts["clips_failed"],
+        "counts": counts, "counters": dict(sorted(counters.items())),
+        "counts_consistent": counts["clips_in"] == (counts["clips_written"]
+                                                    + counts["clips_failed"]
+                                                    + counts["clips_skipped"]),
+        "duplicate_rows": duplicates,
+        "recovered": recovered, "recompute_files_removed": removed,
     }
     write_run_json(out, info)
-    if not info["counts_consistent"]:
-        raise RunFailed(f"clip counts do not add up: {info['counts']} (see {out.run_json})",
-                        info)
+    if not info["counts_consistent"] or duplicates:
+        raise RunFailed(f"clip counts do not add up: {info['counts']}, {duplicates} duplicate "
+                        f"rows (see {out.run_json})", info)
+    clips_in = counts["clips_in"]
     failed = counts["clips_failed"] / clips_in if clips_in else 0.0
     if failed > cfg.max_failed_fraction:
         raise RunFailed(f"{counts['clips_failed']} of {clips_in} clips were dead-lettered "

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline.config import RunConfig
 
@@ -108,6 +109,23 @@ class VidxaiOptions(PipelineOptions):
                "clips was dead-lettered (default 1: never)")
         a("--no-progress", dest="progress", action="store_false",
           help="no progress line on stderr (local runs print one)")
+        a("--recompute", action="store_true",
+          help="explain every clip again, replacing this configuration's rows (default: only "
+               "what --output does not hold yet)")
+        a("--clips-per-video", dest="clips_per_video", type=int, default=None,
+          help="N clips per video, uniformly spaced over its whole length (default: one, "
+               "from the first frame)")
+        a("--clip-hop", dest="clip_hop", type=int, default=None,
+          help="sliding clips: one clip every FRAMES video frames over the whole video")
+        a("--clips-per-file", dest="clips_per_file", type=int, default=64,
+          help="a worker commits its finished clips to new Parquet files every this many clips "
+               "(and at the end of each bundle): the most a crash can lose per worker")
+        a("--max-file-mb", dest="max_file_mb", type=int, default=256,
+          help="... or once its buffered maps reach this many MB (bounds saliency files)")
+        a("--saliency-dtype", dest="saliency_dtype", default="float16",
+          help="stored maps: float32 | float16 | uint8 (min-max quantised; README: errors)")
+        a("--saliency-pool", dest="saliency_pool", type=_pool, default=(1, 1),
+          help="store maps mean-pooled by T,S frames × pixels, e.g. 2,4 (default 1,1: none)")
 
 
 def config_from_options(options: PipelineOptions) -> RunConfig:
@@ -116,10 +134,21 @@ def config_from_options(options: PipelineOptions) -> RunConfig:
     for flag in ("input", "output"):
         if not getattr(o, flag):
             raise ValueError(f"--{flag} is required")
-    fields = {f.name for f in dataclasses.fields(RunConfig)} - {"weights_sha256"}
+    fields = {f.name for f in dataclasses.fields(RunConfig)} - {"weights_sha256", "workers"}
     values = {k: getattr(o, k) for k in fields}
+    n = options.view_as(DirectOptions).direct_num_workers
+    values["workers"] = (os.cpu_count() or 1) if n == 0 else max(1, int(n or 1))
     values["methods"] = tuple(o.methods.split(","))
     return RunConfig(**values).resolve()
+
+
+def _pool(text: str) -> tuple[int, int]:
+    try:
+        pt, ps = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected T,S (two integers, e.g. 2,4), got {text!r}"
+                                         ) from None
+    return pt, ps
 
 
 def _floats(text: str) -> tuple[float, ...]:

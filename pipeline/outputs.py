@@ -6,6 +6,8 @@ import json
 import platform
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,15 +16,57 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.sink import OutputPaths
 
 
-def read_table(directory: str, columns: list[str] | None = None) -> pa.Table | None:
-    """All ``*.parquet`` files under ``directory`` as one table (None when there are none)."""
-    pattern = FileSystems.join(directory, "*.parquet")
-    paths = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-    tables = []
-    for path in paths:
+def table_files(directory: str) -> list[str]:
+    """Committed ``*.parquet`` files under ``directory`` (any depth), sorted; files being
+    written (``.inprogress-*``) and other hidden files are not committed."""
+    pattern = FileSystems.join(directory, "**.parquet")
+    try:
+        found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+    except Exception:  # noqa: BLE001 - a missing directory matches nothing
+        return []
+    return sorted(p for p in found
+                  if not p.rsplit("/", 1)[-1].startswith((".", "_"))
+                  and "/." not in p[len(directory):])
+
+
+def partition_values(directory: str, path: str) -> dict[str, str]:
+    """``{"model": ..., "method": ...}`` from a file's ``key=value`` directories."""
+    rel = path[len(directory):].strip("/").split("/")[:-1]
+    return {k: unquote(v) for k, v in (part.split("=", 1) for part in rel if "=" in part)}
+
+
+def iter_tables(directory: str, columns: list[str] | None = None,
+                where: dict[str, str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+    """``(path, table)`` per committed file, partition columns added as strings.
+
+    Args:
+        columns: the columns to read (partition columns included or not); None: all.
+        where: partition values a file must have (e.g. ``{"method": "aosa"}``): others are
+            not opened.
+    """
+    for path in table_files(directory):
+        parts = partition_values(directory, path)
+        if where and any(parts.get(k) != v for k, v in where.items()):
+            continue
         with FileSystems.open(path) as fh:
-            tables.append(pq.read_table(pa.BufferReader(fh.read()), columns=columns))
-    return pa.concat_tables(tables) if tables else None
+            pf = pq.ParquetFile(pa.BufferReader(fh.read()))
+        names = pf.schema_arrow.names
+        wanted = None if columns is None else [c for c in columns if c in names]
+        table = pf.read(columns=wanted)
+        for key, value in parts.items():
+            if (columns is None or key in columns) and key not in table.column_names:
+                table = table.append_column(key, pa.array([value] * table.num_rows,
+                                                          pa.string()))
+        yield path, table
+
+
+def read_table(directory: str, columns: list[str] | None = None,
+               where: dict[str, str] | None = None) -> pa.Table | None:
+    """Every committed file under ``directory`` as one table (None when there are none)."""
+    tables = [t for _, t in iter_tables(directory, columns, where)]
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="default")
 
 
 def count_rows(directory: str) -> int:
@@ -41,25 +85,62 @@ def versions() -> dict:
             "pyarrow": pa.__version__}
 
 
-def counts_from_outputs(out: OutputPaths) -> dict:
-    """Clip counts read back from the written tables (the truth, whatever the runner said)."""
-    sal = read_table(out.saliency, columns=["clip_id"])
-    written = 0 if sal is None else len(set(sal.column("clip_id").to_pylist()))
-    failed = count_rows(out.errors)
-    return {"clips_written": written, "clips_failed": failed}
+def counts_from_outputs(out: OutputPaths, run_id: str) -> dict:
+    """This run's clip counts read back from the committed tables (the truth, whatever the
+    runner said): clips with a metrics row written by ``run_id``, its dead letters."""
+    met = read_table(out.metrics, columns=["clip_id", "run_id"])
+    written = set() if met is None else {
+        c for c, r in zip(met.column("clip_id").to_pylist(), met.column("run_id").to_pylist(),
+                          strict=True) if r == run_id}
+    err = read_table(out.errors, columns=["clip_id", "run_id"])
+    failed = 0 if err is None else sum(r == run_id for r in err.column("run_id").to_pylist())
+    return {"clips_written": len(written), "clips_failed": failed}
 
 
 def write_run_json(out: OutputPaths, info: dict) -> None:
-    with FileSystems.create(out.run_json) as fh:
-        fh.write(json.dumps(info, indent=2, sort_keys=True, default=str).encode())
+    """``run.json`` (the latest run) and ``runs/<run_id>.json`` (the history, kept)."""
+    data = json.dumps(info, indent=2, sort_keys=True, default=str).encode()
+    for path in (FileSystems.join(out.runs, f"{info['run_id']}.json"), out.run_json):
+        with FileSystems.create(path) as fh:
+            fh.write(data)
 
 
-def summary_table(out: OutputPaths) -> str:
-    """Per-method means of the metrics table, plus the error list, as plain text."""
+def run_history(out: OutputPaths) -> list[dict]:
+    """Every run's record in ``--output``, oldest first."""
+    pattern = FileSystems.join(out.runs, "*.json")
+    try:
+        paths = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    except Exception:  # noqa: BLE001 - no history yet
+        return []
+    records = []
+    for path in paths:
+        with FileSystems.open(path) as fh:
+            records.append(json.loads(fh.read()))
+    return sorted(records, key=lambda r: r.get("started", ""))
+
+
+SUMMARY_COLUMNS = ["clip_id", "video", "start_frame", "method", "weights_sha256", "config_hash",
+                   "deletion_auc", "insertion_auc", "spt_rate", "seconds", "forward_passes",
+                   "top5", "target_class"]
+CLIP_LINES = 40  # the per-clip part of the summary lists at most this many clips
+
+
+def summary_table(out: OutputPaths, info: dict | None = None) -> str:
+    """Per-method means of the metrics table, plus the error list, as plain text.
+
+    Args:
+        info: a run record (``run.json``): only the rows of its configuration (weights and
+            each method's config hash, whichever run wrote them) and its dead letters. None:
+            everything in ``--output``.
+    """
     lines = []
-    metrics = read_table(out.metrics)
+    metrics = read_table(out.metrics, SUMMARY_COLUMNS)
     if metrics is not None and metrics.num_rows:
         rows = metrics.to_pylist()
+        if info is not None:
+            hashes = info["config_hashes"]
+            rows = [r for r in rows if r["weights_sha256"] == info["weights_sha256"]
+                    and hashes.get(r["method"]) == r["config_hash"]]
         by_method = defaultdict(list)
         for r in rows:
             by_method[r["method"]].append(r)
@@ -80,14 +161,19 @@ def summary_table(out: OutputPaths) -> str:
             if r["clip_id"] in seen:
                 continue
             seen.add(r["clip_id"])
-            video = r["video"][-40:]
+            if len(seen) > CLIP_LINES:
+                lines.append(f"... ({len({r['clip_id'] for r in rows}) - CLIP_LINES} more)")
+                break
+            video = f"{r['video']}@{r['start_frame']}"[-40:]
             top = ", ".join(f"{t['name']} {t['prob']:.2f}" for t in r["top5"][:3])
             lines.append(f"{video:<40} {top:<36} {r['target_class']}")
     errors = read_table(out.errors)
-    if errors is not None and errors.num_rows:
+    dead = [] if errors is None else [e for e in errors.to_pylist()
+                                      if info is None or e["run_id"] == info["run_id"]]
+    if dead:
         lines.append("")
         lines.append("dead letters:")
-        for e in errors.to_pylist():
+        for e in dead:
             lines.append(f"  {e['video']} [{e['stage']}] {e['error_type']}: {e['message']}")
     return "\n".join(lines)
 

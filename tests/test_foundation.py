@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 from apache_beam.io.filesystem import FileMetadata, FileSystem, MatchResult
 
 import run_pipeline
 from pipeline import job
+from pipeline.outputs import iter_tables
 from transforms.flow import FlowFn
 from transforms.methods.base import METHODS
 from transforms.records import clip_ref
@@ -27,7 +27,8 @@ SMALL = ["--model", "tiny", "--size", "24", "--num-frames", "8", "--stride", "6"
 
 
 def rows(path: Path) -> list[dict]:
-    return [r for f in sorted(path.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    """Every committed row under ``path`` (Hive partition values as columns)."""
+    return [r for _, t in iter_tables(str(path)) for r in t.to_pylist()]
 
 
 # --- Strict options -------------------------------------------------------------------------
@@ -61,7 +62,8 @@ def test_user_factory_end_to_end(tmp_path, video_dir):
                     "--class-names", str(names), "--stride", "6", "--topk", "2",
                     "--metric-steps", "4", "--device", "cpu", "--methods", "aosa_sgl",
                     "--target", "jump"])
-    assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0}
+    assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0,
+                             "clips_skipped": 0}
     met = rows(out / "metrics")
     assert {r["target_class"] for r in met} == {2}
     assert {r["predicted_name"] for r in met} <= {"walk", "run", "jump"}
@@ -140,9 +142,10 @@ def test_checkpoint_through_a_filesystems_uri_and_its_sha_in_hash_and_rows(tmp_p
     assert first["weights_sha256"] == hashlib.sha256(a).hexdigest()
     assert second["weights_sha256"] == hashlib.sha256(b).hexdigest()
     assert first["config_hash"] != second["config_hash"]
+    assert first["config_hashes"]["aosa"] != second["config_hashes"]["aosa"]
     sal = rows(tmp_path / "a" / "saliency")
     assert {r["weights_sha256"] for r in sal} == {hashlib.sha256(a).hexdigest()}
-    assert {r["config_hash"] for r in sal} == {first["config_hash"]}
+    assert {r["config_hash"] for r in sal} == {first["config_hashes"]["aosa"]}
     # The maps differ too: the weights were really loaded from the URI.
     other = {r["clip_id"]: r["saliency"] for r in rows(tmp_path / "b" / "saliency")}
     assert any(r["saliency"] != other[r["clip_id"]] for r in sal)
@@ -204,7 +207,8 @@ def test_injected_failures_become_error_rows_and_no_partial_rows(tmp_path, video
     out = tmp_path / "o"
     info = job.run(["--input", str(video_dir), "--output", str(out), *SMALL,
                     "--methods", f"aosa,{FailsOnThirdClip.name}"])
-    assert info["counts"] == {"clips_in": 4, "clips_written": 1, "clips_failed": 3}
+    assert info["counts"] == {"clips_in": 4, "clips_written": 1, "clips_failed": 3,
+                             "clips_skipped": 0}
     errors = {Path(r["video"]).name: r for r in rows(out / "errors")}
     assert errors["good_0.avi"]["stage"] == "flow"
     assert errors["moving_good_1.avi"]["stage"] == "tubes"
@@ -227,7 +231,8 @@ def test_failure_threshold_fails_the_run_after_writing(tmp_path, video_dir, bad_
     assert code == 1
     assert "4 of 7 clips were dead-lettered" in captured.err and "0.5" in captured.err
     run = json.loads((out / "run.json").read_text())
-    assert run["counts"] == {"clips_in": 7, "clips_written": 3, "clips_failed": 4}
+    assert run["counts"] == {"clips_in": 7, "clips_written": 3, "clips_failed": 4,
+                             "clips_skipped": 0}
     assert len(rows(out / "saliency")) == 3  # what it had is written
     info = job.run(["--input", str(video_dir), "--output", str(tmp_path / "p"), *SMALL,
                     "--max-failed-fraction", "0.6"])
@@ -261,7 +266,8 @@ def test_every_method_in_one_run_with_the_designed_pass_counts(tmp_path, video_d
     info = job.run(["--input", str(video_dir), "--output", str(out), *SMALL,
                     "--methods", ",".join(methods), "--ep-iterations", "5",
                     "--ep-areas", "0.1,0.2"])
-    assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0}
+    assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0,
+                             "clips_skipped": 0}
     met = rows(out / "metrics")
     assert len(met) == 3 * 14 and len(rows(out / "saliency")) == 3 * 14
     n_windows = len(window_boxes((8, 24, 24), *osa_geometry((8, 24, 24)), "truncate", "cpu"))
@@ -297,7 +303,8 @@ def test_a_frame_range_in_the_manifest_gives_temporal_metrics(tmp_path, video_di
     out = tmp_path / "o"
     info = job.run(["--input", str(manifest), "--output", str(out), *SMALL,
                     "--methods", "aosa"])
-    assert info["counts"] == {"clips_in": 3, "clips_written": 2, "clips_failed": 1}
+    assert info["counts"] == {"clips_in": 3, "clips_written": 2, "clips_failed": 1,
+                             "clips_skipped": 0}
     assert "frame_range" in rows(out / "errors")[0]["message"]
     met = {Path(r["video"]).name: r for r in rows(out / "metrics")}
     sal = {Path(r["video"]).name: r for r in rows(out / "saliency")}

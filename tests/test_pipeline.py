@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 import run_pipeline
 from pipeline import job
+from pipeline.outputs import iter_tables
 from tests.conftest import write_manifest
 
 SMALL = ["--model", "tiny", "--size", "24", "--num-frames", "8", "--stride", "6",
@@ -18,9 +18,10 @@ SMALL = ["--model", "tiny", "--size", "24", "--num-frames", "8", "--stride", "6"
 
 
 def read_dir(path: Path):
-    files = sorted(path.glob("*.parquet"))
-    assert files, f"no parquet files in {path}"
-    return [pq.read_table(f) for f in files]
+    """The committed tables under ``path`` (Hive partitions as string columns), one per file."""
+    tables = [t for _, t in iter_tables(str(path))]
+    assert tables, f"no parquet files in {path}"
+    return tables
 
 
 def rows(path: Path) -> list[dict]:
@@ -34,7 +35,8 @@ def test_directory_run_writes_maps_metrics_and_dead_letters(tmp_path, video_dir,
     out = tmp_path / "out"
     info = job.run(["--input", str(video_dir), "--output", str(out),
                              "--methods", "aosa,aosa_sgl", *SMALL])
-    assert info["counts"] == {"clips_in": 7, "clips_written": 3, "clips_failed": 4}
+    assert info["counts"] == {"clips_in": 7, "clips_written": 3, "clips_failed": 4,
+                             "clips_skipped": 0}
     assert info["counts_consistent"]
 
     tables = read_dir(out / "saliency")
@@ -84,7 +86,8 @@ def test_directory_run_writes_maps_metrics_and_dead_letters(tmp_path, video_dir,
     assert len(joined) == 6 and (joined.target_class == joined.target_class_sal).all()
 
     run = json.loads((out / "run.json").read_text())
-    assert run["config_hash"] == sal[0]["config_hash"] and run["versions"]["apache_beam"]
+    assert run["config_hashes"][sal[0]["method"]] == sal[0]["config_hash"]
+    assert run["versions"]["apache_beam"]
 
 
 def test_manifest_labels_boxes_and_bad_rows(tmp_path, video_dir, bad_inputs):
@@ -104,7 +107,8 @@ def test_manifest_labels_boxes_and_bad_rows(tmp_path, video_dir, bad_inputs):
     out = tmp_path / "out"
     info = job.run(["--input", str(manifest), "--output", str(out),
                              "--target", "label", *SMALL])
-    assert info["counts"] == {"clips_in": 7, "clips_written": 2, "clips_failed": 5}
+    assert info["counts"] == {"clips_in": 7, "clips_written": 2, "clips_failed": 5,
+                             "clips_skipped": 0}
     met = {r["label"]: r for r in rows(out / "metrics")}
     assert set(met) == {1, 2}
     assert met[1]["target_class"] == 1 and met[1]["spt_frames"] == 8
@@ -179,7 +183,8 @@ def test_workers_in_separate_processes_give_the_same_maps(tmp_path, video_dir):
     job.run([*args, "--output", str(tmp_path / "a")])
     info = job.run([*args, "--output", str(tmp_path / "b"),
                              "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
-    assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0}
+    assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0,
+                             "clips_skipped": 0}
     a = {r["clip_id"]: r["saliency"] for r in rows(tmp_path / "a" / "saliency")}
     b = {r["clip_id"]: r["saliency"] for r in rows(tmp_path / "b" / "saliency")}
     assert a.keys() == b.keys()
@@ -225,7 +230,8 @@ def test_portable_runner_with_an_external_worker_pool(tmp_path, video_dir):
         pool.terminate()
         pool.wait(timeout=30)
     assert info["runner"] == "PortableRunner"
-    assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0}
+    assert info["counts"] == {"clips_in": 3, "clips_written": 3, "clips_failed": 0,
+                             "clips_skipped": 0}
     job.run([*args, "--output", str(tmp_path / "l")])
     local = {r["clip_id"]: r["saliency"] for r in rows(tmp_path / "l" / "saliency")}
     for r in rows(tmp_path / "p" / "saliency"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import apache_beam as beam
 
@@ -17,7 +18,8 @@ class DeadLetterFn(beam.DoFn):
 
     All-or-nothing: the outputs of one element are collected first and emitted only when
     :meth:`apply` finished, so a clip that fails half-way leaves an error row and nothing else.
-    Subclasses set ``stage`` and implement ``apply(element) -> iterable of outputs``.
+    Subclasses set ``stage`` and implement ``apply(element) -> iterable of outputs``. Each
+    stage counts its clips (``<stage>_ok``) and milliseconds (``<stage>_ms``) in Beam counters.
     """
 
     stage = "stage"
@@ -26,6 +28,7 @@ class DeadLetterFn(beam.DoFn):
         raise NotImplementedError
 
     def process(self, element):
+        start = time.perf_counter()
         try:
             outputs = list(self.apply(element))
         except Exception as exc:  # noqa: BLE001 - every clip failure is a dead letter
@@ -33,7 +36,15 @@ class DeadLetterFn(beam.DoFn):
             log.warning("clip %s (%s) failed in %s: %s: %s", ref.clip_id, ref.video,
                         self.stage, type(exc).__name__, exc)
             beam.metrics.Metrics.counter("vidxai", "clips_failed").inc()
-            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.of(ref.clip_id, ref.video,
-                                                                  self.stage, exc))
+            yield beam.pvalue.TaggedOutput(ERRORS, ErrorRecord.of(
+                ref.clip_id, ref.video, self.stage, exc, ref.start_frame))
             return
+        finally:
+            _count(f"{self.stage}_ms", int(round(1000 * (time.perf_counter() - start))))
+        _count(f"{self.stage}_ok")
         yield from outputs
+
+
+def _count(name: str, n: int = 1) -> None:
+    """Add ``n`` to the Beam counter ``vidxai/name`` (read back into ``run.json``)."""
+    beam.metrics.Metrics.counter("vidxai", name).inc(n)

@@ -66,6 +66,47 @@ def sample_indices(start_frame: int, num_frames: int, frame_stride: int) -> list
     return [start_frame + k * frame_stride for k in range(num_frames)]
 
 
+def _open(path: str) -> cv2.VideoCapture:
+    if not os.path.exists(path):
+        raise ClipError(f"{path}: file does not exist")
+    if os.path.getsize(path) == 0:
+        raise ClipError(f"{path}: file is empty (0 bytes)")
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        cap.release()
+        raise ClipError(f"{path}: OpenCV cannot open it as a video (corrupt or unknown format)")
+    return cap
+
+
+def video_frame_count(path: str) -> int:
+    """Frames in the video: the container's count, else counted by grabbing every frame.
+
+    Raises:
+        ClipError: the file is missing, empty or not a video.
+    """
+    cap = _open(path)
+    try:
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if count > 0:
+            return count
+        while cap.grab():
+            count += 1
+        return count
+    finally:
+        cap.release()
+
+
+def seek(cap: cv2.VideoCapture, frame: int) -> int:
+    """Move ``cap`` to just before ``frame``; returns the index of the next frame ``read``
+    returns (``frame`` when the container seeks exactly, else 0: read from the start)."""
+    if frame <= 0:
+        return 0
+    if cap.set(cv2.CAP_PROP_POS_FRAMES, frame) and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == frame:
+        return frame
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    return 0
+
+
 def decode_clip(
     path: str,
     start_frame: int,
@@ -73,10 +114,14 @@ def decode_clip(
     size: int,
     resize_ratio: float = 1.0,
     frame_stride: int = 1,
+    seek_to_start: bool = True,
 ) -> DecodedClip:
     """Read ``num_frames`` frames from ``path`` starting at ``start_frame``.
 
-    Frames are read sequentially (seeking is unreliable in many codecs) up to the last needed one.
+    The decoder seeks to ``start_frame`` (falling back to reading from the start when the
+    container cannot seek exactly); frames between the wanted ones are grabbed without being
+    converted, and only the clip's ``num_frames`` crops are kept: memory is one clip whatever
+    the video's length.
 
     Raises:
         ClipError: the file is missing, empty, not a video, or shorter than needed.
@@ -84,33 +129,31 @@ def decode_clip(
     if start_frame < 0 or num_frames < 1 or frame_stride < 1:
         raise ClipError(f"{path}: bad sampling start={start_frame} frames={num_frames} "
                         f"stride={frame_stride}")
-    if not os.path.exists(path):
-        raise ClipError(f"{path}: file does not exist")
-    if os.path.getsize(path) == 0:
-        raise ClipError(f"{path}: file is empty (0 bytes)")
-    cap = cv2.VideoCapture(path)
+    cap = _open(path)
     try:
-        if not cap.isOpened():
-            raise ClipError(f"{path}: OpenCV cannot open it as a video (corrupt or unknown format)")
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         wanted = sample_indices(start_frame, num_frames, frame_stride)
         wanted_set, last = set(wanted), wanted[-1]
         frames: list[np.ndarray] = []
         scale, offset, source_size = 1.0, (0, 0), (0, 0)
-        index = 0
+        index = first = seek(cap, start_frame) if seek_to_start else 0
         while index <= last:
+            if index not in wanted_set:
+                if not cap.grab():
+                    break
+                index += 1
+                continue
             ok, bgr = cap.read()
             if not ok or bgr is None:
                 break
-            if index in wanted_set:
-                source_size = (bgr.shape[1], bgr.shape[0])
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                crop, scale, offset = resize_and_crop(rgb, size, resize_ratio)
-                frames.append(crop)
+            source_size = (bgr.shape[1], bgr.shape[0])
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            crop, scale, offset = resize_and_crop(rgb, size, resize_ratio)
+            frames.append(crop)
             index += 1
     finally:
         cap.release()
-    if not frames and index == 0:
+    if not frames and index == first == 0:
         raise ClipError(f"{path}: no frame could be decoded (corrupt or not a video)")
     if len(frames) < num_frames:
         raise ClipError(f"{path}: too few frames: needs frames {wanted[0]}..{last} "
@@ -195,9 +238,15 @@ class DecodeFn(DeadLetterFn):
 
     stage = "decode"
 
-    def __init__(self, num_frames: int, size: int, resize_ratio: float, frame_stride: int):
+    def __init__(self, num_frames: int, size: int, resize_ratio: float, frame_stride: int,
+                 threads: int = 0):
         self.num_frames, self.size = num_frames, size
         self.resize_ratio, self.frame_stride = resize_ratio, frame_stride
+        self.threads = threads
+
+    def setup(self):
+        if self.threads > 0:  # the worker's thread budget (see RunConfig.thread_budget)
+            cv2.setNumThreads(self.threads)
 
     def apply(self, ref: ClipRef):
         clip = decode_clip(ref.video, ref.start_frame, self.num_frames, self.size,

@@ -203,6 +203,14 @@ class ExplainFn(DeadLetterFn):
                         for m in self.settings.methods]
 
     def apply(self, item: ClipTubes):
-        result = explain_clip(self.scorer, item, self.methods, self.settings)
-        beam.metrics.Metrics.counter("vidxai", "clips_written").inc()
+        wanted = item.clip.ref.methods  # None: all; else the ones --output still lacks
+        methods = (self.methods if wanted is None
+                   else [m for m in self.methods if m.name in wanted])
+        result = explain_clip(self.scorer, item, methods, self.settings)
+        counter = beam.metrics.Metrics.counter
+        counter("vidxai", "forward_passes").inc(sum(
+            m.forward_passes + (m.metrics.forward_passes if m.metrics else 0)
+            for m in result.methods))
+        counter("vidxai", "backward_passes").inc(sum(m.backward_passes
+                                                     for m in result.methods))
         yield result

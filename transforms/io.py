@@ -10,11 +10,13 @@ A malformed manifest row becomes an :class:`ErrorRecord`, never a crash.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -104,8 +106,13 @@ def _manifest_rows(path: str) -> Iterator[tuple[int, dict | Exception]]:
 
 
 def read_manifest(path: str, num_frames: int, frame_stride: int,
-                  class_names: Sequence[str] | None = None) -> Iterator[ClipRef | ErrorRecord]:
-    """ClipRefs of a CSV / JSONL manifest; bad rows become ErrorRecords (stage ``list``)."""
+                  class_names: Sequence[str] | None = None, sampling: ClipSampling | None = None
+                  ) -> Iterator[ClipRef | ErrorRecord]:
+    """ClipRefs of a CSV / JSONL manifest; bad rows become ErrorRecords (stage ``list``).
+
+    A row with a ``start_frame`` is one clip; a row without one is one clip from frame 0, or
+    the clips ``sampling`` places over the whole video.
+    """
     for line, row in _manifest_rows(path):
         where = f"{path}:{line}"
         try:
@@ -114,19 +121,91 @@ def read_manifest(path: str, num_frames: int, frame_stride: int,
             if not row.get("video"):
                 raise ValueError("row has no 'video'")
             video = _resolve(str(row["video"]), path)
+            explicit = row.get("start_frame") not in (None, "")
             start = int(row.get("start_frame") or 0)
             if start < 0:
                 raise ValueError(f"start_frame must be >= 0, got {start}")
-            yield ClipRef(make_clip_id(video, start, num_frames, frame_stride), video, start,
-                          _label(row.get("label"), class_names), _boxes(row.get("boxes")),
-                          _frame_range(row.get("frame_range")))
+            fields = (_label(row.get("label"), class_names), _boxes(row.get("boxes")),
+                      _frame_range(row.get("frame_range")))
         except (ValueError, TypeError, json.JSONDecodeError) as exc:
             yield ErrorRecord.of(make_clip_id(where, 0, num_frames, frame_stride), where,
                                  "list", exc)
+            continue
+        if explicit or sampling is None or not sampling.expands:
+            yield ClipRef(make_clip_id(video, start, num_frames, frame_stride), video, start,
+                          *fields)
+        else:
+            yield from video_clips(video, sampling, *fields)
+
+
+@dataclass(frozen=True)
+class ClipSampling:
+    """Which clips of a video to explain.
+
+    Attributes:
+        num_frames: frames per clip; ``frame_stride``: take every n-th video frame.
+        clips_per_video: N clips uniformly spaced over the whole video (first at frame 0,
+            last ending at the last frame; N = 1: the middle clip).
+        clip_hop: sliding clips starting every ``clip_hop`` video frames.
+        Neither: one clip from frame 0 (the video's length is not probed).
+    """
+
+    num_frames: int
+    frame_stride: int = 1
+    clips_per_video: int | None = None
+    clip_hop: int | None = None
+
+    @property
+    def expands(self) -> bool:
+        return self.clips_per_video is not None or self.clip_hop is not None
+
+    @property
+    def span(self) -> int:
+        """Video frames one clip covers."""
+        return (self.num_frames - 1) * self.frame_stride + 1
+
+
+def clip_starts(frame_count: int, sampling: ClipSampling) -> list[int]:
+    """Start frames of the clips ``sampling`` places in a video of ``frame_count`` frames.
+
+    Raises:
+        ValueError: the video is shorter than one clip.
+    """
+    last = frame_count - sampling.span  # the last start whose clip fits
+    if last < 0:
+        raise ValueError(f"too few frames: a clip needs {sampling.span} video frames "
+                         f"({sampling.num_frames} × stride {sampling.frame_stride}), the video "
+                         f"has {frame_count}")
+    if sampling.clip_hop is not None:
+        return list(range(0, last + 1, sampling.clip_hop))
+    n = sampling.clips_per_video or 1
+    if n == 1:
+        return [last // 2]
+    return sorted({round(i * last / (n - 1)) for i in range(n)})
+
+
+def video_clips(video: str, sampling: ClipSampling, label: int | None = None,
+                boxes: tuple | None = None, frame_range: tuple[int, int] | None = None
+                ) -> Iterator[ClipRef | ErrorRecord]:
+    """The clips of one video (its length probed once); an unreadable video is one
+    ErrorRecord (stage ``list``)."""
+    from transforms.decode import ClipError, video_frame_count
+
+    try:
+        starts = clip_starts(video_frame_count(video), sampling)
+    except (ClipError, ValueError) as exc:
+        yield ErrorRecord.of(make_clip_id(video, 0, sampling.num_frames, sampling.frame_stride),
+                             video, "list", ClipError(f"{video}: {exc}")
+                             if not str(exc).startswith(video) else exc)
+        return
+    for start in starts:
+        yield ClipRef(make_clip_id(video, start, sampling.num_frames, sampling.frame_stride),
+                      video, start, label, boxes, frame_range)
 
 
 def list_clips(spec: str, num_frames: int, frame_stride: int = 1,
-               class_names: Sequence[str] | None = None) -> Iterator[ClipRef | ErrorRecord]:
+               class_names: Sequence[str] | None = None, clips_per_video: int | None = None,
+               clip_hop: int | None = None) -> Iterator[ClipRef | ErrorRecord]:
     """Everything ``--input`` names, as ClipRefs (and ErrorRecords for bad manifest rows).
 
     A clip listed twice (same video, start, length) is explained once; the repeat becomes an
@@ -136,52 +215,84 @@ def list_clips(spec: str, num_frames: int, frame_stride: int = 1,
         ValueError: the input names nothing (missing manifest, empty directory or glob).
     """
     seen: set[str] = set()
-    for item in _list_all(spec, num_frames, frame_stride, class_names):
+    sampling = ClipSampling(num_frames, frame_stride, clips_per_video, clip_hop)
+    for item in _list_all(spec, sampling, class_names):
         if isinstance(item, ClipRef):
             if item.clip_id in seen:
                 item = ErrorRecord(item.clip_id + "-dup", item.video, "list", "DuplicateClip",
                                    f"{item.video} from frame {item.start_frame} is listed "
-                                   "more than once; explained once")
+                                   "more than once; explained once", item.start_frame)
             seen.add(getattr(item, "clip_id", ""))
         yield item
 
 
-def _list_all(spec: str, num_frames: int, frame_stride: int,
-              class_names: Sequence[str] | None) -> Iterator[ClipRef | ErrorRecord]:
+def _list_all(spec: str, sampling: ClipSampling, class_names: Sequence[str] | None
+              ) -> Iterator[ClipRef | ErrorRecord]:
     if is_manifest(spec):
         if not FileSystems.exists(spec):
             raise ValueError(f"--input manifest {spec} does not exist")
-        yield from read_manifest(spec, num_frames, frame_stride, class_names)
+        yield from read_manifest(spec, sampling.num_frames, sampling.frame_stride, class_names,
+                                 sampling)
         return
     videos = list_videos(spec)
     if not videos:
         raise ValueError(f"--input {spec} names no video files ({', '.join(VIDEO_EXTENSIONS)})")
     for video in videos:
-        yield ClipRef(make_clip_id(video, 0, num_frames, frame_stride), video)
+        if sampling.expands:
+            yield from video_clips(video, sampling)
+        else:
+            yield ClipRef(make_clip_id(video, 0, sampling.num_frames, sampling.frame_stride),
+                          video)
+
+
+def missing_methods(ref: ClipRef, methods: Sequence[str],
+                    done: Mapping[str, Collection[str]]) -> tuple[str, ...]:
+    """The requested methods ``--output`` does not hold yet for this clip, in order."""
+    have = done.get(ref.clip_id, ())
+    return tuple(m for m in methods if m not in have)
 
 
 class ListClips(beam.PTransform):
     """``--input`` → PCollection of ClipRef (main) and ErrorRecord (tag ``errors``).
 
     The listing runs on a worker (so remote file systems are listed where they are read) and
-    is followed by a Reshuffle so that clips spread over workers.
+    is followed by a Reshuffle so that clips spread over workers (without it, fusion would
+    keep every clip on the worker that listed them). Clips whose every method is in ``done``
+    are skipped (counted, not emitted); a clip with some methods done carries the missing ones.
+
+    Args:
+        sampling: which clips of each video.
+        methods: the requested methods; ``done``: clip id → methods already in ``--output``.
     """
 
-    def __init__(self, spec: str, num_frames: int, frame_stride: int,
-                 class_names: Sequence[str] | None = None) -> None:
+    def __init__(self, spec: str, sampling: ClipSampling,
+                 class_names: Sequence[str] | None = None, methods: Sequence[str] = (),
+                 done: Mapping[str, Collection[str]] | None = None) -> None:
         super().__init__()
-        self.spec, self.num_frames, self.frame_stride = spec, num_frames, frame_stride
+        self.spec, self.sampling = spec, sampling
         self.class_names = list(class_names) if class_names else None
+        self.methods = tuple(methods)
+        self.done = {k: frozenset(v) for k, v in (done or {}).items()}
 
     def expand(self, pbegin):
+        s = self.sampling
+
         def emit(spec):
-            for item in list_clips(spec, self.num_frames, self.frame_stride, self.class_names):
-                beam.metrics.Metrics.counter("vidxai", "clips_in").inc()
+            counter = beam.metrics.Metrics.counter
+            for item in list_clips(spec, s.num_frames, s.frame_stride, self.class_names,
+                                   s.clips_per_video, s.clip_hop):
+                counter("vidxai", "clips_in").inc()
                 if isinstance(item, ErrorRecord):
-                    beam.metrics.Metrics.counter("vidxai", "clips_failed").inc()
+                    counter("vidxai", "clips_failed").inc()
                     yield beam.pvalue.TaggedOutput("errors", item)
-                else:
-                    yield item
+                    continue
+                missing = missing_methods(item, self.methods, self.done)
+                if self.methods and not missing:
+                    counter("vidxai", "clips_skipped").inc()
+                    continue
+                if self.methods and missing != self.methods:
+                    item = dataclasses.replace(item, methods=missing)
+                yield item
 
         listed = (pbegin
                   | "Input" >> beam.Create([self.spec])

@@ -34,6 +34,8 @@ class ClipRef:
             the *video* (indexed by source frame number), or None when not annotated.
         frame_range: ``(start, end)`` video frame indices (end exclusive) where the explained
             class's evidence is (the temporal ground truth), or None.
+        methods: the methods still missing for this clip in ``--output`` (an incremental run
+            that finds some of them done), or None: every requested method.
     """
 
     clip_id: str
@@ -42,6 +44,7 @@ class ClipRef:
     label: int | None = None
     boxes: tuple | None = None
     frame_range: tuple[int, int] | None = None
+    methods: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,10 +173,13 @@ class ErrorRecord:
     stage: str
     error_type: str
     message: str
+    start_frame: int = 0
 
     @classmethod
-    def of(cls, clip_id: str, video: str, stage: str, exc: BaseException) -> ErrorRecord:
-        return cls(clip_id, video, stage, type(exc).__name__, str(exc) or repr(exc))
+    def of(cls, clip_id: str, video: str, stage: str, exc: BaseException,
+           start_frame: int = 0) -> ErrorRecord:
+        return cls(clip_id, video, stage, type(exc).__name__, str(exc) or repr(exc),
+                   start_frame)
 
 
 def clip_ref(element: object) -> ClipRef:

@@ -101,7 +101,8 @@ def report(outputs: OutputPaths, out: Path, info: dict, seconds: float, precisio
     figures = render_run(str(out), str(out / "figures"))
     c = info["counts"]
     print(f"\nclips in {c['clips_in']} = written {c['clips_written']} + dead-lettered "
-          f"{c['clips_failed']}; precision {precision}; wall time {seconds:.0f} s")
+          f"{c['clips_failed']} + skipped (already in the output) "
+          f"{c['clips_skipped']}; precision {precision}; wall time {seconds:.0f} s")
     if precision == "bf16":
         first = json.loads((out / "demo_clips.jsonl").read_text().splitlines()[0])
         clip = decode_clip(first["video"], first["start_frame"], 16, 224, 256 / 224)

@@ -1,0 +1,120 @@
+"""What ``--output`` already holds, read before a run: recovery, done identities, recompute.
+
+A row's identity is (clip_id, method, config_hash, weights_sha256); its metrics row is its
+commit record (``transforms.sink``). Everything here reads only identity columns, never maps.
+Run on the driver, before the pipeline starts; one run per ``--output`` at a time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.outputs import iter_tables, table_files
+from transforms.sink import INPROGRESS, OutputPaths, partition_dir
+
+IDENTITY = ["clip_id", "config_hash", "weights_sha256"]  # + the method partition
+
+
+def _relative(table: str, path: str) -> str:
+    return path[len(table):].lstrip("/")
+
+
+def _delete(paths: list[str]) -> None:
+    if paths:
+        FileSystems.delete(paths)
+
+
+def leftover_temporaries(out: OutputPaths) -> list[str]:
+    """Files a killed run was writing (``.inprogress-*``) under any table."""
+    found = []
+    for table in out.tables():
+        pattern = FileSystems.join(table, f"**{INPROGRESS}*")
+        try:
+            found += [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+        except Exception:  # noqa: BLE001 - a missing table matches nothing
+            continue
+    return sorted(found)
+
+
+def recover(out: OutputPaths) -> dict:
+    """Bring ``--output`` back to a committed state after a crash; returns what was removed.
+
+    - temporaries of a killed run (``.inprogress-*``);
+    - orphan saliency files: their metrics twin (same relative path) was never committed;
+    - duplicate identities (a retried bundle committed the same clips under another file
+      name): every later file holding an identity already committed is removed with its
+      saliency twin; the clips it held are explained again by this run.
+    """
+    temporaries = leftover_temporaries(out)
+    _delete(temporaries)
+    metrics = {_relative(out.metrics, p) for p in table_files(out.metrics)}
+    orphans = [p for p in table_files(out.saliency)
+               if _relative(out.saliency, p) not in metrics]
+    _delete(orphans)
+    seen: set[tuple] = set()
+    duplicates = []
+    for path, table in iter_tables(out.metrics, IDENTITY + ["model", "method"]):
+        ids = set(zip(*(table.column(c).to_pylist() for c in IDENTITY + ["model", "method"]),
+                      strict=True))
+        if ids & seen:
+            duplicates.append(path)
+        else:
+            seen |= ids
+    twins = [FileSystems.join(out.saliency, _relative(out.metrics, p)) for p in duplicates]
+    _delete(duplicates)
+    _delete([p for p in twins if FileSystems.exists(p)])
+    return {"temporaries_removed": len(temporaries), "orphan_files_removed": len(orphans),
+            "duplicate_files_removed": len(duplicates)}
+
+
+def done_methods(out: OutputPaths, model: str, weights_sha256: str,
+                 config_hashes: Mapping[str, str]) -> dict[str, frozenset[str]]:
+    """clip id → the requested methods whose rows of this configuration are committed."""
+    done: dict[str, set[str]] = defaultdict(set)
+    for method, config_hash in config_hashes.items():
+        for _, table in iter_tables(out.metrics, IDENTITY,
+                                    where={"model": model, "method": method}):
+            for clip, h, w in zip(*(table.column(c).to_pylist() for c in IDENTITY),
+                                  strict=True):
+                if h == config_hash and w == weights_sha256:
+                    done[clip].add(method)
+    return {k: frozenset(v) for k, v in done.items()}
+
+
+def delete_configuration(out: OutputPaths, model: str, weights_sha256: str,
+                         config_hashes: Mapping[str, str]) -> int:
+    """``--recompute``: remove the committed files of this configuration (both tables).
+
+    A file holds one run's rows of one method, so it belongs to one configuration or another,
+    never both; rows of other configurations and models stay. Not atomic: a crash part-way
+    leaves fewer rows, which the next run explains again. Returns the files removed.
+    """
+    removed = []
+    for method, config_hash in config_hashes.items():
+        table_dir = partition_dir(out.metrics, model, method)
+        for path, table in iter_tables(out.metrics, IDENTITY,
+                                       where={"model": model, "method": method}):
+            hashes = set(table.column("config_hash").to_pylist())
+            weights = set(table.column("weights_sha256").to_pylist())
+            if hashes == {config_hash} and weights == {weights_sha256}:
+                twin = FileSystems.join(partition_dir(out.saliency, model, method),
+                                        _relative(table_dir, path))
+                removed.append((path, twin if FileSystems.exists(twin) else None))
+    # The commit records first: a crash in between leaves orphan maps (recovered), never a
+    # committed identity without its map.
+    _delete([m for m, _ in removed])
+    _delete([t for _, t in removed if t])
+    return sum(1 + (t is not None) for _, t in removed)
+
+
+def duplicate_identities(out: OutputPaths) -> int:
+    """Rows whose identity another committed row has already (0 after every run)."""
+    counts: dict[tuple, int] = defaultdict(int)
+    for _, table in iter_tables(out.metrics, IDENTITY + ["model", "method"]):
+        for key in zip(*(table.column(c).to_pylist() for c in IDENTITY + ["model", "method"]),
+                       strict=True):
+            counts[key] += 1
+    return sum(n - 1 for n in counts.values() if n > 1)
