@@ -22,7 +22,9 @@ setup(
     package_data={"models": ["data/*.txt", "data/*.pt", "data/*.json"]},
     py_modules=["run_pipeline"],
     install_requires=REQUIREMENTS,
-    # captum: an independent implementation that the tests compare osa and gradcam against.
-    extras_require={"test": ["pytest>=7", "ruff>=0.4", "pandas>=2", "captum==0.9.0"]},
+    # captum: an independent implementation that the tests compare osa and gradcam against;
+    # duckdb: the tests query the Hive-partitioned outputs the way users do.
+    extras_require={"test": ["pytest>=7", "ruff>=0.4", "pandas>=2", "captum==0.9.0",
+                            "duckdb>=1.0"]},
     entry_points={"console_scripts": ["vidxai=run_pipeline:main"]},
 )

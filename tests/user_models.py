@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -49,3 +51,16 @@ def image_net_2d() -> nn.Module:
 def not_a_module() -> str:
     """A factory that returns something other than an ``nn.Module``."""
     return "not a network"
+
+
+class SlowNet(SmallNet):
+    """:class:`SmallNet` whose every forward also sleeps 10 ms: a run that lasts long enough
+    to be killed part-way (tests/test_dataset_scale.py)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.01)
+        return super().forward(x)
+
+
+def slow_net(num_classes: int = 3) -> nn.Module:
+    return SlowNet(num_classes)

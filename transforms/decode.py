@@ -157,7 +157,8 @@ def decode_clip(
         raise ClipError(f"{path}: no frame could be decoded (corrupt or not a video)")
     if len(frames) < num_frames:
         raise ClipError(f"{path}: too few frames: needs frames {wanted[0]}..{last} "
-                        f"(stride {frame_stride}) but the video has only {index} readable frames")
+                        f"(stride {frame_stride}) but reading stopped at frame {index} (the "
+                        "video ends there, or that frame is corrupt)")
     return DecodedClip(np.stack(frames), scale, offset, source_size, fps, tuple(wanted))
 
 
