@@ -106,27 +106,33 @@ def render_run(output: str, figures: str, methods: Sequence[str] | None = None,
     import os
 
     from models.registry import get_spec
-    from pipeline.outputs import read_table
+    from pipeline.outputs import iter_tables
     from transforms.decode import clip_boxes, decode_clip
+    from transforms.encoding import decode_map
     from transforms.io import read_manifest
 
-    table = read_table(os.path.join(output, "saliency"))
-    if table is None:
-        raise ValueError(f"{output} has no saliency/ table")
-    rows = table.drop_columns(["saliency"]).to_pylist()
-    maps = table.column("saliency").combine_chunks().to_numpy_ndarray()
-    refs = {}
-    if manifest:
-        for ref in read_manifest(manifest, rows[0]["num_frames"], rows[0]["frame_stride"]):
-            refs[getattr(ref, "clip_id", None)] = ref
+    def stored_maps():  # one file at a time: memory is one file's maps
+        for _, table in iter_tables(os.path.join(output, "saliency")):
+            maps = table.column("saliency").combine_chunks().to_numpy_ndarray()
+            for row, stored in zip(table.drop_columns(["saliency"]).to_pylist(), maps,
+                                   strict=True):
+                yield row, decode_map(stored, row["encoding"], row["map_min"],
+                                      row["map_max"], row["pool"], upsample=True)
+
+    refs: dict | None = None
     os.makedirs(figures, exist_ok=True)
     written = []
-    for row, sal in zip(rows, maps, strict=True):
+    for row, sal in stored_maps():
+        if refs is None:
+            refs = {}
+            if manifest:
+                for ref in read_manifest(manifest, row["num_frames"], row["frame_stride"]):
+                    refs[getattr(ref, "clip_id", None)] = ref
         if methods and row["method"] not in methods:
             continue
         if limit is not None and len(written) >= limit:
             break
-        spec, (t, size, _) = get_spec(row["model"]), row["map_shape"]
+        spec, (t, size, _) = get_spec(row["model"]), sal.shape
         clip = decode_clip(row["video"], row["start_frame"], t, size, spec.resize_ratio,
                            row["frame_stride"])
         ref = refs.get(row["clip_id"])
@@ -140,6 +146,8 @@ def render_run(output: str, figures: str, methods: Sequence[str] | None = None,
         save_png(path, frame_strip(clip.frames, sal.astype(np.float32), title, boxes=boxes,
                                    scale=scale))
         written.append(path)
+    if refs is None:
+        raise ValueError(f"{output} has no saliency/ table")
     return written
 
 
