@@ -130,7 +130,7 @@ def test_recovery_removes_temporaries_orphan_maps_and_duplicate_commits(tmp_path
     assert set(identities(out).values()) == {1} and len(identities(out)) == 3
 
 
-# --- incremental runs ---------------------------------------------------------------------------
+# --- incremental runs -------------------------------------------------------------------------
 
 
 def test_a_grown_input_explains_only_the_new_clips(tmp_path):
@@ -212,7 +212,7 @@ def test_files_are_bounded_by_clips_per_file(tmp_path):
     assert sum(sizes) == 5 and max(sizes) <= 2
 
 
-# --- long videos ---------------------------------------------------------------------------------
+# --- long videos ------------------------------------------------------------------------------
 
 
 def long_video(path: Path, frames: int, size: tuple[int, int] = (40, 48)) -> np.ndarray:
@@ -293,7 +293,7 @@ def test_a_long_video_becomes_many_clips_and_a_corrupt_stretch_fails_only_its_cl
     assert all("broken.avi" in r["video"] for r in errors)
 
 
-# --- compact maps ---------------------------------------------------------------------------------
+# --- compact maps -----------------------------------------------------------------------------
 
 
 def test_encodings_known_answers_and_error_bounds():
@@ -336,7 +336,7 @@ def test_uint8_pooled_maps_in_the_pipeline_match_the_float_maps(tmp_path, video_
                  "--saliency-pool", "3,4"])
 
 
-# --- accounting and runners ------------------------------------------------------------------------
+# --- accounting and runners -------------------------------------------------------------------
 
 
 def test_run_json_holds_beam_counters_for_every_stage(tmp_path, video_dir, bad_inputs):
