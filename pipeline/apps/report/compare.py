@@ -14,8 +14,8 @@ import numpy as np
 
 from pipeline.apps.report.load import RunData
 from pipeline.apps.report.read import Selection, read_maps
-from pipeline.apps.report.stats import paired, spearman
-from pipeline.apps.report.tables import METRICS, aligned, per_clip, present_metrics
+from pipeline.apps.report.stats import spearman
+from pipeline.apps.report.tables import METRICS, paired_columns, per_clip, present_metrics
 
 Key = tuple[str, str]  # (clip_id, method)
 
@@ -35,26 +35,13 @@ def metric_deltas(cand: RunData, base: RunData) -> list[dict]:
     rows = []
     for method in sorted(a_rows.keys() & b_rows.keys()):
         ia, ib = a_rows[method], b_rows[method]
-        pa_ = per_clip_strings(cand, ia, "predicted_name")
-        pb_ = per_clip_strings(base, ib, "predicted_name")
+        pa_ = per_clip(cand, ia, "predicted_name", text=True)
+        pb_ = per_clip(base, ib, "predicted_name", text=True)
         common = pa_.keys() & pb_.keys()
-        row = {"method": method, "clips": len(common),
-               "prediction_changed": sum(pa_[c] != pb_[c] for c in common)}
-        for m in metrics:
-            va, vb = aligned(per_clip(cand, ia, m.column), per_clip(base, ib, m.column))
-            p = paired(va, vb, m.higher_is_better)
-            row.update({f"{m.column}_diff": p.diff[0], f"{m.column}_lo": p.diff[1],
-                        f"{m.column}_hi": p.diff[2], f"{m.column}_improved": p.win_rate,
-                        f"{m.column}_p": p.p_value})
-        rows.append(row)
+        rows.append({"method": method, "clips": len(common),
+                     "prediction_changed": sum(pa_[c] != pb_[c] for c in common),
+                     **paired_columns(cand, ia, base, ib, metrics, "improved")})
     return rows
-
-
-def per_clip_strings(run: RunData, idx: np.ndarray, column: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for cid, v in zip(run.strings("clip_id", idx), run.strings(column, idx), strict=True):
-        out.setdefault(cid, v)
-    return out
 
 
 def matched_keys(cand: RunData, base: RunData, map_clips: int) -> list[Key]:

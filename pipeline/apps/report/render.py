@@ -38,6 +38,15 @@ def pvalue(p: float) -> str:
     return "–" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
+def paired_cells(row: dict, metrics: Sequence[Metric], win: str) -> list[str]:
+    """Per metric: the difference with its interval, the share of clips won, the p-value."""
+    cells = []
+    for m in metrics:
+        cells += [ci(row, m.column, "diff"), num(row.get(f"{m.column}_{win}", math.nan), 2),
+                  pvalue(row.get(f"{m.column}_p", math.nan))]
+    return cells
+
+
 def summary_table(rows: Sequence[dict], metrics: Sequence[Metric]) -> Table:
     headers = ["model", "method", "clips"]
     for m in metrics:
@@ -65,13 +74,7 @@ def pairs_table(rows: Sequence[dict], metrics: Sequence[Metric]) -> Table:
     headers = ["model", "a", "b"]
     for m in metrics:
         headers += [f"Δ {m.label} (a − b) [95% CI]", f"{m.label}: a better", "p"]
-    cells = []
-    for r in rows:
-        c = [r["model"], r["a"], r["b"]]
-        for m in metrics:
-            c += [ci(r, m.column, "diff"), num(r.get(f"{m.column}_win", math.nan), 2),
-                  pvalue(r.get(f"{m.column}_p", math.nan))]
-        cells.append(c)
+    cells = [[r["model"], r["a"], r["b"], *paired_cells(r, metrics, "win")] for r in rows]
     return Table("Methods compared on the same clips", headers, cells, list(rows),
                  "Paired on clip_id: mean difference with a 95 % bootstrap interval, the share "
                  "of clips where a is better (ties half), and the two-sided Wilcoxon "
@@ -97,13 +100,8 @@ def delta_table(rows: Sequence[dict], metrics: Sequence[Metric]) -> Table:
     headers = ["method", "clips", "predicted class changed"]
     for m in metrics:
         headers += [f"Δ {m.label} {m.arrow} [95% CI]", "share improved", "p"]
-    cells = []
-    for r in rows:
-        c = [r["method"], str(r["clips"]), str(r["prediction_changed"])]
-        for m in metrics:
-            c += [ci(r, m.column, "diff"), num(r.get(f"{m.column}_improved", math.nan), 2),
-                  pvalue(r.get(f"{m.column}_p", math.nan))]
-        cells.append(c)
+    cells = [[r["method"], str(r["clips"]), str(r["prediction_changed"]),
+              *paired_cells(r, metrics, "improved")] for r in rows]
     return Table("Candidate − baseline, on the same clips", headers, cells, list(rows),
                  "Matched by (clip_id, method). Intervals: 95 % bootstrap of the mean delta; "
                  "p: Wilcoxon signed-rank.")

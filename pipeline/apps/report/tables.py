@@ -97,11 +97,28 @@ def summarise(run: RunData) -> list[dict]:
     return rows
 
 
-def per_clip(run: RunData, idx: np.ndarray, column: str) -> dict[str, float]:
-    """{clip_id: value} of some rows (the first row of a clip wins)."""
-    out: dict[str, float] = {}
-    for cid, v in zip(run.strings("clip_id", idx), run.column(column, idx), strict=True):
+def per_clip(run: RunData, idx: np.ndarray, column: str, text: bool = False) -> dict:
+    """{clip_id: value} of some rows (the first row of a clip wins); floats, or strings with
+    ``text``."""
+    values = run.strings(column, idx) if text else run.column(column, idx)
+    out: dict = {}
+    for cid, v in zip(run.strings("clip_id", idx), values, strict=True):
         out.setdefault(cid, v)
+    return out
+
+
+def paired_columns(run_a: RunData, idx_a: np.ndarray, run_b: RunData, idx_b: np.ndarray,
+                   metrics: list[Metric], win: str) -> dict:
+    """Per metric, rows ``idx_a`` of ``run_a`` against rows ``idx_b`` of ``run_b`` matched by
+    clip: ``<column>_clips``, ``_diff`` / ``_lo`` / ``_hi`` (a − b, 95 % interval),
+    ``_<win>`` (share of clips where a is better) and ``_p`` (Wilcoxon)."""
+    out = {}
+    for m in metrics:
+        va, vb = aligned(per_clip(run_a, idx_a, m.column), per_clip(run_b, idx_b, m.column))
+        p = paired(va, vb, m.higher_is_better)
+        out.update({f"{m.column}_clips": p.clips, f"{m.column}_diff": p.diff[0],
+                    f"{m.column}_lo": p.diff[1], f"{m.column}_hi": p.diff[2],
+                    f"{m.column}_{win}": p.win_rate, f"{m.column}_p": p.p_value})
     return out
 
 
@@ -133,15 +150,8 @@ def method_pairs(run: RunData, reference: str | None = "aosa") -> list[dict]:
             refs = [g for g in members if g[3] == reference] or members[:1]
             pairs = [(a, refs[0]) for a in members if a != refs[0]]
         for a, b in pairs:
-            row = {"model": labels[a][0], "a": labels[a][1], "b": labels[b][1]}
-            for m in metrics:
-                va, vb = aligned(per_clip(run, groups[a], m.column),
-                                 per_clip(run, groups[b], m.column))
-                p = paired(va, vb, m.higher_is_better)
-                row.update({f"{m.column}_clips": p.clips, f"{m.column}_diff": p.diff[0],
-                            f"{m.column}_lo": p.diff[1], f"{m.column}_hi": p.diff[2],
-                            f"{m.column}_win": p.win_rate, f"{m.column}_p": p.p_value})
-            rows.append(row)
+            rows.append({"model": labels[a][0], "a": labels[a][1], "b": labels[b][1],
+                         **paired_columns(run, groups[a], run, groups[b], metrics, "win")})
     return rows
 
 
