@@ -253,3 +253,26 @@ def test_report_on_a_real_pipeline_run(tmp_path, video_dir):
     page = (rep / "index.html").read_text()
     assert "frames unavailable" not in page  # the clips' frames were decoded again
     assert len(list((rep / "clips").glob("*.png"))) == 2
+
+
+def test_several_clips_of_one_video_are_pictured_apart(tmp_path):
+    metrics, maps = [], []
+    for k in range(2):
+        cid = f"/data/walk.mp4#s{k}"
+        metrics.append(metric_row(cid, "aosa", video="/data/walk.mp4", deletion_auc=0.1 * k,
+                                  insertion_auc=0.5))
+        maps.append(saliency_row(cid, "aosa", ramp(k), video="/data/walk.mp4"))
+    out = write_output(tmp_path / "o", metrics, maps)
+    assert cli.main(["--output", str(out), "--clips", "walk.mp4", "--no-animation"]) == 0
+    pics = sorted(p.name for p in (out / "report" / "clips").iterdir())
+    assert pics == ["walk__data_walk.mp4_s0.png", "walk__data_walk.mp4_s1.png"]
+
+
+def test_a_run_without_metrics_still_reports_its_costs(tmp_path):
+    metrics = [metric_row(c, "aosa", seconds=2.0, forward_passes=17) for c in CLIPS[:2]]
+    maps = [saliency_row(c, "aosa", ramp(i)) for i, c in enumerate(CLIPS[:2])]
+    out = write_output(tmp_path / "o", metrics, maps)
+    assert cli.main(["--output", str(out), "--no-animation"]) == 0
+    row = next(csv.DictReader((out / "report" / "summary.csv").open()))
+    assert (row["clips"], float(row["seconds"]), float(row["forward_passes"])) == ("2", 2.0, 17)
+    assert "deletion_auc_mean" not in row

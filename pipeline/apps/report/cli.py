@@ -114,9 +114,9 @@ def clip_pictures(run: RunData, opts: Options, clip_ids: Sequence[str]) -> list[
         rows = [(f"{m}\nins {render.num(values[m][0], 2)} del {render.num(values[m][1], 2)}",
                  sal) for (_, m), (_, sal) in maps.items()]
         name = os.path.basename(first_row["video"] or cid)
-        title = f"{name} [{cid[:10]}]: '{first_row['target_name']}'" + (f"; {note}" if note
-                                                                        else "")
-        stem = safe(f"{os.path.splitext(name)[0]}_{cid[:10]}")
+        title = f"{name} [{cid}]: '{first_row['target_name']}'" + (f"; {note}" if note
+                                                                   else "")
+        stem = safe(f"{os.path.splitext(name)[0]}_{cid}")  # ids like v.mp4#s0 stay apart
         figures.append(Figure(f"clips/{stem}.png", title))
         pictures.grid_png(os.path.join(opts.report, "clips", f"{stem}.png"), frames, rows,
                           title, opts.scale)
@@ -141,13 +141,16 @@ def changed_pictures(opts: Options, keys: Sequence[compare.Key],
         if not a or not b:
             continue
         row, cand = a[(cid, method)]
-        _, base = b[(cid, method)]
+        base_row, base = b[(cid, method)]
         frames, note = pictures.clip_frames(row, cand.shape)
-        rows = [(f"baseline\n{method}", base), (f"candidate\n{method}", cand)]
+        rows = [(f"baseline\n{method}\nc:{tables.short(base_row['config_hash'])} "
+                 f"w:{tables.short(base_row['weights_sha256'])}", base),
+                (f"candidate\n{method}\nc:{tables.short(row['config_hash'])} "
+                 f"w:{tables.short(row['weights_sha256'])}", cand)]
         name = os.path.basename(row["video"] or cid)
-        title = (f"{name} [{cid[:10]}] {method}: rank correlation {corr[(cid, method)]:.2f}"
+        title = (f"{name} [{cid}] {method}: rank correlation {corr[(cid, method)]:.2f}"
                  + (f"; {note}" if note else ""))
-        stem = safe(f"changed_{os.path.splitext(name)[0]}_{cid[:10]}_{method}")
+        stem = safe(f"changed_{os.path.splitext(name)[0]}_{cid}_{method}")
         pictures.grid_png(os.path.join(opts.report, "clips", f"{stem}.png"), frames, rows,
                           title, opts.scale)
         figures.append(Figure(f"clips/{stem}.png", title))

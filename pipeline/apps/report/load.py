@@ -48,6 +48,7 @@ class RunData:
     scalars: pa.Table
     curves: dict[Group, dict[str, CurveMean]] = field(default_factory=dict)
     errors: collections.Counter = field(default_factory=collections.Counter)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def groups(self) -> dict[Group, np.ndarray]:
         """Row indices of each (model, weights, config, method) group, in sorted order."""
@@ -55,16 +56,18 @@ class RunData:
 
     def column(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """A scalar column as float64 (NaN for null; bools as 0 / 1), optionally some rows."""
-        col = self.scalars.column(name)
-        if pa.types.is_boolean(col.type):
-            col = pc.cast(col, pa.float64())
-        values = col.to_numpy(zero_copy_only=False)
-        values = np.asarray(values, dtype=np.float64) if values.dtype != object else np.array(
-            [np.nan if v is None else float(v) for v in values])
+        if name not in self._cache:
+            col = pc.cast(self.scalars.column(name), pa.float64())
+            self._cache[name] = np.asarray(col.to_numpy(zero_copy_only=False), np.float64)
+        values = self._cache[name]
         return values if rows is None else values[rows]
 
     def strings(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
-        values = np.asarray(self.scalars.column(name).to_pylist(), dtype=object)
+        """A string column as an object array (None for null), optionally some rows."""
+        key = f"str:{name}"
+        if key not in self._cache:
+            self._cache[key] = np.asarray(self.scalars.column(name).to_pylist(), dtype=object)
+        values = self._cache[key]
         return values if rows is None else values[rows]
 
 

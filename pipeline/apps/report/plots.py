@@ -31,6 +31,11 @@ def _label(model: str, method: str, models: int) -> str:
 
 def distributions(run: RunData, metrics: Sequence[Metric], path: str) -> str:
     """Box plots of each metric's per-clip values, one box per model × method."""
+    if not metrics:
+        fig, ax = plt.subplots(figsize=(5, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no metric values (a run with --no-metrics)", ha="center")
+        return _save(fig, path)
     groups = run.groups()
     labels = group_labels(list(groups))
     models = len({m for m, _ in labels.values()})
@@ -69,7 +74,8 @@ def mean_curves(run: RunData, path: str) -> str:
         ax.set_ylabel("target probability")
         ax.set_title(title, fontsize=9)
         ax.set_ylim(0, 1.02)
-    axes[1].legend(fontsize=7, loc="lower right")
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
 

@@ -73,7 +73,7 @@ def summary_table(rows: Sequence[dict], metrics: Sequence[Metric]) -> Table:
 def pairs_table(rows: Sequence[dict], metrics: Sequence[Metric]) -> Table:
     headers = ["model", "a", "b"]
     for m in metrics:
-        headers += [f"Δ {m.label} (a − b) [95% CI]", f"{m.label}: a better", "p"]
+        headers += [f"Δ {m.label} (a − b) [95% CI]", f"{m.label}: a better (ties ½)", "p"]
     cells = [[r["model"], r["a"], r["b"], *paired_cells(r, metrics, "win")] for r in rows]
     return Table("Methods compared on the same clips", headers, cells, list(rows),
                  "Paired on clip_id: mean difference with a 95 % bootstrap interval, the share "
@@ -99,7 +99,7 @@ def accuracy_table(rows: Sequence[dict]) -> Table:
 def delta_table(rows: Sequence[dict], metrics: Sequence[Metric]) -> Table:
     headers = ["method", "clips", "predicted class changed"]
     for m in metrics:
-        headers += [f"Δ {m.label} {m.arrow} [95% CI]", "share improved", "p"]
+        headers += [f"Δ {m.label} {m.arrow} [95% CI]", "share better (ties ½)", "p"]
     cells = [[r["method"], str(r["clips"]), str(r["prediction_changed"]),
               *paired_cells(r, metrics, "improved")] for r in rows]
     return Table("Candidate − baseline, on the same clips", headers, cells, list(rows),
