@@ -276,3 +276,9 @@ def test_a_run_without_metrics_still_reports_its_costs(tmp_path):
     row = next(csv.DictReader((out / "report" / "summary.csv").open()))
     assert (row["clips"], float(row["seconds"]), float(row["forward_passes"])) == ("2", 2.0, 17)
     assert "deletion_auc_mean" not in row
+
+
+def test_a_second_report_replaces_the_first_ones_pictures(out):
+    assert cli.main(["--output", str(out), "--clips", "clip1", "--no-animation"]) == 0
+    assert cli.main(["--output", str(out), "--clips", "clip2", "--no-animation"]) == 0
+    assert sorted(p.name for p in (out / "report" / "clips").iterdir()) == ["clip2_clip2.png"]

@@ -8,6 +8,7 @@ See :func:`parse_args` for every option and the README's "Report" section for th
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 import time
@@ -171,8 +172,11 @@ def build_report(opts: Options) -> list[str]:
     t0 = time.time()
     run = load_run(opts.output, opts.where)
     base = load_run(opts.compare, opts.baseline) if opts.compare else None
-    for d in ("figures", "clips"):
+    for d in ("figures", "clips"):  # a previous report's pictures would linger beside
         os.makedirs(os.path.join(opts.report, d), exist_ok=True)
+        for old in glob.glob(os.path.join(opts.report, d, "*.png")) + glob.glob(
+                os.path.join(opts.report, d, "*.gif")):
+            os.remove(old)
     metrics = tables.present_metrics(run)
     summary = tables.summarise(run)
     tabs = [render.summary_table(summary, metrics),
