@@ -15,7 +15,9 @@ import sys
 
 USAGE_EPILOG = ("All standard Beam options are accepted too (--runner, --direct_running_mode, "
                 "--direct_num_workers, --setup_file, ...); without --runner the job runs on "
-                "FnApiRunner. Unknown options stop the run. Outputs and columns: README.md.")
+                "FnApiRunner. Unknown options stop the run. Outputs and columns: README.md. "
+                "'run_pipeline.py report --output OUT' reports on a finished run (report "
+                "--help).")
 
 
 def print_help() -> None:
