@@ -1,9 +1,11 @@
 """vidxai command line: explain every clip of a video dataset with AOSA, on Apache Beam.
 
     python run_pipeline.py --input VIDEOS --output OUT [--model ...] [Beam options]
+    python run_pipeline.py report --output OUT [--compare OTHER] [...]   (report --help)
 
 Writes OUT/saliency/, OUT/metrics/, OUT/errors/ (Parquet) and OUT/run.json. See README.md.
-This file only parses the command line; the job is :func:`pipeline.job.run`.
+This file only parses the command line; the job is :func:`pipeline.job.run`, the report
+:func:`pipeline.apps.report.cli.main`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import sys
 
 USAGE_EPILOG = ("All standard Beam options are accepted too (--runner, --direct_running_mode, "
                 "--direct_num_workers, --setup_file, ...); without --runner the job runs on "
-                "FnApiRunner. Unknown options stop the run. Outputs and columns: README.md.")
+                "FnApiRunner. Unknown options stop the run. Outputs and columns: README.md. "
+                "'run_pipeline.py report --output OUT' reports on a finished run (report "
+                "--help).")
 
 
 def print_help() -> None:
@@ -38,6 +42,10 @@ def list_models() -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        from pipeline.apps.report.cli import main as report_main
+
+        return report_main(argv[1:])
     if "-h" in argv or "--help" in argv:
         print_help()
         return 0

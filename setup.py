@@ -10,6 +10,8 @@ REQUIREMENTS = [
     "pyarrow>=14,<26",
     "numpy>=1.24,<2.5",
     "safetensors>=0.4",
+    "scipy>=1.11,<2",  # the report's paired test (Wilcoxon signed-rank)
+    "matplotlib>=3.8,<4",  # the report's plots and animated overlays (GIF through Pillow)
 ]
 
 setup(

@@ -66,7 +66,7 @@ def test_spread_rows_picks_evenly_and_makes_paths_absolute(tmp_path):
 
 
 def test_spearman_known_answers_with_ties():
-    from pipeline.apps.evaluate import average_ranks, spearman
+    from pipeline.apps.report.stats import average_ranks, spearman
 
     assert average_ranks(np.array([3.0, 1.0, 2.0, 1.0])).tolist() == [3.0, 0.5, 2.0, 0.5]
     a = np.arange(12, dtype=np.float32).reshape(3, 4)

@@ -22,32 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import job
+from pipeline.apps.report.stats import bootstrap_ci, spearman
 from pipeline.outputs import read_table
 from transforms.sink import OutputPaths
 
 # The rows of the AOSA paper's Tables 1–3 (STEP aside), then the two references.
 DEFAULT_METHODS = ("gradcam,gradcam_frame,osa,aosa_sgl,aosa,aosa_sgl_approx,aosa_approx,"
                    "random,center")
-
-
-def bootstrap_ci(values: np.ndarray, reps: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap interval of the mean (resampling clips).
-
-    Args:
-        values: (n,) per-clip values (NaNs dropped).
-
-    Returns:
-        (mean, low, high); NaNs when there are no values.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return (float("nan"),) * 3
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(reps, v.size))].mean(axis=1)
-    a = (1 - level) / 2
-    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
 def summarise(rows: list[dict]) -> dict[str, dict]:
@@ -128,26 +109,6 @@ def ensure_data(data: Path, seed: int) -> Path:
 
 # (exact, approximation) pairs whose maps are compared voxel for voxel.
 MAP_PAIRS = (("aosa", "aosa_approx"), ("aosa_sgl", "aosa_sgl_approx"))
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 of a 1-D array, ties given the mean of their positions."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    new = np.r_[True, ordered[1:] != ordered[:-1]]
-    starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:], len(values)]
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = ((starts + ends - 1) / 2.0)[np.cumsum(new) - 1]
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two maps (flattened); NaN when either is constant."""
-    ra, rb = average_ranks(a.ravel()), average_ranks(b.ravel())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / den) if den > 0 else float("nan")
 
 
 def map_agreement(outputs: list[str], summary: dict[str, dict]) -> str:

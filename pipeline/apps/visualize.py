@@ -41,6 +41,100 @@ def strip_frames(num_frames: int, count: int = 5) -> list[int]:
     return sorted({int(round(i * (num_frames - 1) / (count - 1))) for i in range(count)})
 
 
+def has_signal(saliency: np.ndarray, scale: str = "minmax") -> bool:
+    """Whether :func:`normalise_map` has anything to draw (a constant map has not)."""
+    lo = 0.0 if scale == "positive" else float(saliency.min())
+    return float(saliency.max()) > lo
+
+
+def fit_map(saliency: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """A (T', H', W') map resampled (nearest) to the frames' (T, H, W), e.g. a pooled map."""
+    t, h, w = shape
+    if saliency.shape == shape:
+        return saliency
+    idx = np.minimum(np.arange(t) * saliency.shape[0] // t, saliency.shape[0] - 1)
+    return np.stack([cv2.resize(saliency[i].astype(np.float32), (w, h),
+                                interpolation=cv2.INTER_NEAREST) for i in idx])
+
+
+def _label_column(height: int, row_h: int, labels: Sequence[str], width: int) -> np.ndarray:
+    """A white column with each row's label (several lines, split on newlines)."""
+    col = np.full((height, width, 3), 255, np.uint8)
+    for r, text in enumerate(labels):
+        for k, line in enumerate(text.split("\n")):
+            cv2.putText(col, line[:18], (3, r * row_h + 14 + 13 * k), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.38, (0, 0, 0), 1)
+    return col
+
+
+def method_grid(frames: np.ndarray, maps: Sequence[tuple[str, np.ndarray]], title: str = "",
+                indices: Sequence[int] | None = None,
+                boxes: Sequence[Sequence[float] | None] | None = None,
+                scale: str = "minmax") -> np.ndarray:
+    """The AOSA paper's Fig. 5 layout: a row of frames, then one overlay row per map.
+
+    Each map is normalised on its own over the whole clip (``scale``, stated in the title); a
+    map without signal is drawn as the grey frame marked "no signal", not as stretched noise.
+
+    Args:
+        frames: uint8 (T, H, W, 3) RGB.
+        maps: (label, (T', H', W') map) per row; labels, when any is non-empty, are drawn in a
+            column on the left.
+        title: text drawn above the grid.
+        indices: frames to show (default :func:`strip_frames`).
+        boxes: optional per-frame ground-truth boxes drawn in green on every row.
+        scale: colour scale (:func:`normalise_map`).
+
+    Returns:
+        uint8 (rows, cols, 3) RGB image.
+    """
+    idx = list(indices) if indices is not None else strip_frames(frames.shape[0])
+    maps = [(label, fit_map(m, frames.shape[:3])) for label, m in maps]
+    zoom = max(1, 160 // frames.shape[1])  # small inputs are enlarged (nearest) for display
+    if zoom > 1:
+        frames = frames.repeat(zoom, axis=1).repeat(zoom, axis=2)
+        maps = [(label, m.repeat(zoom, axis=1).repeat(zoom, axis=2)) for label, m in maps]
+        if boxes is not None:
+            boxes = [None if b is None else [v * zoom for v in b] for b in boxes]
+    rows = [[frames[t].copy() for t in idx]]
+    for _, saliency in maps:
+        signal = has_signal(saliency, scale)
+        heat = normalise_map(saliency, scale)
+        row = []
+        for t in idx:
+            if signal:
+                o = overlay(frames[t], heat[t])
+                r, c = np.unravel_index(np.argmax(saliency[t]), saliency[t].shape)
+                cv2.drawMarker(o, (int(c), int(r)), (255, 255, 255), cv2.MARKER_CROSS, 8, 1)
+            else:
+                grey = cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY)
+                o = cv2.cvtColor(grey // 2 + 64, cv2.COLOR_GRAY2RGB)
+                cv2.putText(o, "no signal", (3, o.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                            (255, 255, 255), 1)
+            row.append(o)
+        rows.append(row)
+    for t, f in zip(idx, rows[0], strict=True):
+        cv2.putText(f, f"t={t + 1}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+    if boxes is not None:
+        for row in rows:
+            for t, img in zip(idx, row, strict=True):
+                if boxes[t] is not None:
+                    x0, y0, x1, y1 = (int(round(v)) for v in boxes[t])
+                    cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 1)
+    grid = np.concatenate([np.concatenate(r, 1) for r in rows], 0)
+    if any(label for label, _ in maps):
+        labels = ["frames"] + [label + ("" if has_signal(m, scale) else "\n(constant)")
+                               for label, m in maps]
+        grid = np.concatenate([_label_column(grid.shape[0], frames.shape[1], labels, 110),
+                               grid], 1)
+    title = f"{title} [{SCALES[scale]}]" if title else ""
+    if title:
+        band = np.full((22, grid.shape[1], 3), 255, np.uint8)
+        cv2.putText(band, title[:150], (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        grid = np.concatenate([band, grid], 0)
+    return grid
+
+
 def frame_strip(frames: np.ndarray, saliency: np.ndarray, title: str = "",
                 indices: Sequence[int] | None = None,
                 boxes: Sequence[Sequence[float] | None] | None = None,
@@ -58,33 +152,7 @@ def frame_strip(frames: np.ndarray, saliency: np.ndarray, title: str = "",
     Returns:
         uint8 (rows, cols, 3) RGB image.
     """
-    idx = list(indices) if indices is not None else strip_frames(frames.shape[0])
-    zoom = max(1, 160 // frames.shape[1])  # small inputs are enlarged (nearest) for display
-    if zoom > 1:
-        frames = frames.repeat(zoom, axis=1).repeat(zoom, axis=2)
-        saliency = saliency.repeat(zoom, axis=1).repeat(zoom, axis=2)
-        if boxes is not None:
-            boxes = [None if b is None else [v * zoom for v in b] for b in boxes]
-    heat = normalise_map(saliency, scale)
-    title = f"{title} [{SCALES[scale]}]" if title else ""
-    top, bottom = [], []
-    for t in idx:
-        f, o = frames[t].copy(), overlay(frames[t], heat[t])
-        if boxes is not None and boxes[t] is not None:
-            x0, y0, x1, y1 = (int(round(v)) for v in boxes[t])
-            for img in (f, o):
-                cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 1)
-        r, c = np.unravel_index(np.argmax(saliency[t]), saliency[t].shape)
-        cv2.drawMarker(o, (int(c), int(r)), (255, 255, 255), cv2.MARKER_CROSS, 8, 1)
-        cv2.putText(f, f"t={t + 1}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
-        top.append(f)
-        bottom.append(o)
-    grid = np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
-    if title:
-        band = np.full((22, grid.shape[1], 3), 255, np.uint8)
-        cv2.putText(band, title[:150], (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-        grid = np.concatenate([band, grid], 0)
-    return grid
+    return method_grid(frames, [("", saliency)], title, indices, boxes, scale)
 
 
 def save_png(path: str, image_rgb: np.ndarray) -> None:

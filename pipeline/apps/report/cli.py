@@ -1,0 +1,275 @@
+"""``run_pipeline.py report``: tables, plots and pictures of a finished run, in ``OUT/report/``.
+
+    python run_pipeline.py report --output OUT [--compare OTHER] [--clips ID,...] [...]
+
+See :func:`parse_args` for every option and the README's "Report" section for the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pipeline.apps.report import compare, pictures, plots, render, tables
+from pipeline.apps.report.load import RunData, load_run
+from pipeline.apps.report.page import Figure, Section, page
+from pipeline.apps.report.read import NoOutput, Selection, read_maps
+from pipeline.apps.visualize import SCALES
+
+
+@dataclass(frozen=True)
+class Options:
+    """The report's settings (see :func:`parse_args`)."""
+
+    output: str
+    report: str
+    where: tuple[Selection, ...] = ()
+    compare: str | None = None
+    baseline: tuple[Selection, ...] = ()
+    clips: tuple[str, ...] = ()
+    pick: int = 1
+    pick_metric: str = "insertion_auc"
+    pick_method: str = "aosa"
+    reference: str | None = "aosa"
+    scale: str = "minmax"
+    map_clips: int = 50
+    changed: int = 3
+    animate: bool = True
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    ap = argparse.ArgumentParser(
+        prog="run_pipeline.py report",
+        description="Tables, plots and pictures of a finished run (and two runs compared), "
+                    "written to OUT/report/: index.html, summary.md, CSV files, figures/, "
+                    "clips/.")
+    ap.add_argument("--output", required=True, help="the run's --output directory")
+    ap.add_argument("--report", default=None, help="where to write (default OUTPUT/report)")
+    ap.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                    help="only rows with KEY=VALUE (or KEY!=VALUE); KEY is model, method, "
+                         "weights_sha256 or config_hash (hashes by prefix); repeatable")
+    ap.add_argument("--compare", default=None, metavar="OTHER",
+                    help="a baseline output directory (may be OUTPUT itself with --baseline): "
+                         "its clips are matched to OUTPUT's by clip_id and method")
+    ap.add_argument("--baseline", action="append", default=[], metavar="KEY=VALUE",
+                    help="narrow --compare's rows (e.g. weights_sha256=abc12); when --compare "
+                         "is OUTPUT itself and --where is not given, the candidate is every "
+                         "other row")
+    ap.add_argument("--clips", default="",
+                    help="comma list of clips to picture: clip ids, id prefixes or video file "
+                         "names (default: the --pick best and worst clips)")
+    ap.add_argument("--pick", type=int, default=1,
+                    help="without --clips: picture this many best and this many worst clips")
+    ap.add_argument("--pick-metric", default="insertion_auc",
+                    choices=[m.column for m in tables.METRICS],
+                    help="the metric that ranks clips for --pick")
+    ap.add_argument("--pick-method", default="aosa",
+                    help="the method whose metric ranks clips (default aosa, else the first)")
+    ap.add_argument("--reference", default="aosa",
+                    help="methods are compared in pairs with this one ('all': every pair)")
+    ap.add_argument("--scale", default="minmax", choices=sorted(SCALES),
+                    help="colour scale of the pictures (stated on each)")
+    ap.add_argument("--map-clips", type=int, default=50,
+                    help="with --compare: clips per method whose maps are correlated")
+    ap.add_argument("--changed", type=int, default=3,
+                    help="with --compare: picture this many clips whose maps changed most")
+    ap.add_argument("--no-animation", action="store_true", help="skip the animated GIFs")
+    a = ap.parse_args(argv)
+    where = tuple(Selection.parse(s) for s in a.where)
+    baseline = tuple(Selection.parse(s) for s in a.baseline)
+    if a.compare and same_dir(a.compare, a.output) and not where:
+        if len(baseline) != 1:
+            raise ValueError("--compare OUTPUT (one output, two variants) needs one --baseline "
+                             "KEY=VALUE, or --where for the candidate as well")
+        where = (baseline[0].inverted(),)
+    return Options(a.output, a.report or os.path.join(a.output, "report"), where, a.compare,
+                   baseline, tuple(c for c in a.clips.split(",") if c), max(a.pick, 0),
+                   a.pick_metric, a.pick_method, None if a.reference == "all" else a.reference,
+                   a.scale, max(a.map_clips, 0), max(a.changed, 0), not a.no_animation)
+
+
+def same_dir(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def clip_pictures(run: RunData, opts: Options, clip_ids: Sequence[str]) -> list[Figure]:
+    """The Fig. 5 grid and the animation of each clip, every method of the selection."""
+    figures = []
+    methods = run.strings("method")
+    ids = run.strings("clip_id")
+    for cid in clip_ids:
+        idx = [i for i in range(len(ids)) if ids[i] == cid]
+        keys = [(cid, m) for m in sorted({methods[i] for i in idx})]
+        maps = read_maps(opts.output, keys, opts.where)
+        if not maps:
+            continue
+        values = {methods[i]: (run.column("insertion_auc", [i])[0],
+                               run.column("deletion_auc", [i])[0]) for i in idx}
+        first_row, first_map = next(iter(maps.values()))
+        frames, note = pictures.clip_frames(first_row, first_map.shape)
+        rows = [(f"{m}\nins {render.num(values[m][0], 2)} del {render.num(values[m][1], 2)}",
+                 sal) for (_, m), (_, sal) in maps.items()]
+        name = os.path.basename(first_row["video"] or cid)
+        title = f"{name} [{cid}]: '{first_row['target_name']}'" + (f"; {note}" if note
+                                                                   else "")
+        stem = safe(f"{os.path.splitext(name)[0]}_{cid}")  # ids like v.mp4#s0 stay apart
+        figures.append(Figure(f"clips/{stem}.png", title))
+        pictures.grid_png(os.path.join(opts.report, "clips", f"{stem}.png"), frames, rows,
+                          title, opts.scale)
+        if opts.animate:
+            gif = os.path.join(opts.report, "clips", f"{stem}.gif")
+            pictures.write_gif(gif, pictures.animation_frames(frames, rows, opts.scale))
+            figures.append(Figure(f"clips/{stem}.gif", f"{title}: every frame, animated"))
+    return figures
+
+
+def safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def changed_pictures(opts: Options, keys: Sequence[compare.Key],
+                     corr: dict[compare.Key, float]) -> list[Figure]:
+    """Side by side (baseline row above candidate row) for the clips whose maps changed most."""
+    figures = []
+    for cid, method in keys:
+        a = read_maps(opts.output, [(cid, method)], opts.where)
+        b = read_maps(opts.compare, [(cid, method)], opts.baseline)
+        if not a or not b:
+            continue
+        row, cand = a[(cid, method)]
+        base_row, base = b[(cid, method)]
+        frames, note = pictures.clip_frames(row, cand.shape)
+        rows = [(f"baseline\n{method}\nc:{tables.short(base_row['config_hash'])} "
+                 f"w:{tables.short(base_row['weights_sha256'])}", base),
+                (f"candidate\n{method}\nc:{tables.short(row['config_hash'])} "
+                 f"w:{tables.short(row['weights_sha256'])}", cand)]
+        name = os.path.basename(row["video"] or cid)
+        title = (f"{name} [{cid}] {method}: rank correlation {corr[(cid, method)]:.2f}"
+                 + (f"; {note}" if note else ""))
+        stem = safe(f"changed_{os.path.splitext(name)[0]}_{cid}_{method}")
+        pictures.grid_png(os.path.join(opts.report, "clips", f"{stem}.png"), frames, rows,
+                          title, opts.scale)
+        figures.append(Figure(f"clips/{stem}.png", title))
+    return figures
+
+
+def describe(run: RunData, selections: Sequence[Selection]) -> str:
+    sel = f" (rows with {', '.join(map(str, selections))})" if selections else ""
+    clips = len(set(run.strings("clip_id")))
+    dead = sum(run.errors.values())
+    errors = ", ".join(f"{k} {v}" for k, v in run.errors.most_common()) or "none"
+    return (f"{run.root}{sel}: {run.scalars.num_rows} metrics rows, {clips} clips; "
+            f"{dead} dead-lettered clips in errors/ ({errors}).")
+
+
+def build_report(opts: Options) -> list[str]:
+    """Write the whole report; returns the paths written (index.html first)."""
+    t0 = time.time()
+    run = load_run(opts.output, opts.where)
+    base = load_run(opts.compare, opts.baseline) if opts.compare else None
+    for d in ("figures", "clips"):  # a previous report's pictures would linger beside
+        os.makedirs(os.path.join(opts.report, d), exist_ok=True)
+        for old in glob.glob(os.path.join(opts.report, d, "*.png")) + glob.glob(
+                os.path.join(opts.report, d, "*.gif")):
+            os.remove(old)
+    metrics = tables.present_metrics(run)
+    summary = tables.summarise(run)
+    tabs = [render.summary_table(summary, metrics),
+            render.pairs_table(tables.method_pairs(run, opts.reference), metrics)]
+    extra = [render.accuracy_table(tables.accuracy_per_class(run)),
+             render.class_table(tables.per_class(run), metrics)]
+    extra = [t for t in extra if t.raw]
+    fig = os.path.join(opts.report, "figures")
+    plot_figs = [
+        Figure("figures/distributions.png", "Per-clip values of each metric (box: quartiles; "
+               "whiskers: 1.5 IQR; triangle: mean)."),
+        Figure("figures/curves.png", "Mean deletion and insertion curves; band: pointwise 95 % "
+               "interval of the mean (normal approximation)."),
+        Figure("figures/time_quality.png", "Seconds per map against quality (95 % bootstrap "
+               "intervals)."),
+    ]
+    plots.distributions(run, metrics, os.path.join(fig, "distributions.png"))
+    plots.mean_curves(run, os.path.join(fig, "curves.png"))
+    plots.time_quality(summary, os.path.join(fig, "time_quality.png"))
+    picked = pictures.pick_clips(run, opts.pick_metric, opts.pick_method, opts.pick, opts.clips)
+    how = ("chosen with --clips" if opts.clips else
+           f"the {opts.pick} best and worst by {opts.pick_metric} of {opts.pick_method}")
+    sections = [
+        Section("vidxai report", [describe(run, opts.where),
+                                  f"Made {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."],
+                tabs),
+        Section("Plots", figures=plot_figs),
+        Section("Clips", [f"Clips {how}. Frames on top, then one row per method; each map is "
+                          f"normalised on its own ({SCALES[opts.scale]}), a constant map is "
+                          f"drawn grey as 'no signal'; the cross marks each frame's maximum."],
+                figures=clip_pictures(run, opts, picked)),
+    ]
+    if extra:
+        sections.append(Section("Per class", tables=extra, table_limit=60))
+    if base is not None:
+        sections.append(comparison(run, base, opts, tabs))
+    paths = write_files(opts, sections, tabs + extra)
+    print(f"report: {paths[0]} ({time.time() - t0:.1f} s)", file=sys.stderr)
+    return paths
+
+
+def comparison(run: RunData, base: RunData, opts: Options, tabs: list) -> Section:
+    """The comparison section; its tables are appended to ``tabs`` (they go to CSV too)."""
+    delta_rows = compare.metric_deltas(run, base)
+    metrics = [m for m in tables.METRICS if any(f"{m.column}_diff" in r for r in delta_rows)]
+    keys = compare.matched_keys(run, base, opts.map_clips)
+    corr = compare.map_correlations(opts.output, opts.compare, keys, opts.where, opts.baseline)
+    new = [render.delta_table(delta_rows, metrics),
+           render.correlation_table(compare.correlation_rows(corr))]
+    tabs += new
+    figs = []
+    if delta_rows and metrics:
+        plots.deltas(delta_rows, metrics, os.path.join(opts.report, "figures", "deltas.png"))
+        figs.append(Figure("figures/deltas.png", "Candidate − baseline per method, 95 % "
+                                                 "bootstrap intervals."))
+    figs += changed_pictures(opts, compare.changed_most(corr, opts.changed), corr)
+    return Section("Compared with a baseline",
+                   [f"Candidate: {describe(run, opts.where)}",
+                    f"Baseline: {describe(base, opts.baseline)}",
+                    f"Maps correlated on at most {opts.map_clips} matched clips per method; "
+                    f"pictured: the {opts.changed} whose maps agree least."],
+                   new, figs)
+
+
+CSV_NAMES = {"Per method × model": "summary.csv", "Methods compared on the same clips":
+             "pairs.csv", "Per class (true label)": "classes.csv",
+             "The network's correctness per class": "accuracy.csv",
+             "Candidate − baseline, on the same clips": "compare.csv",
+             "How much the maps changed": "map_correlation.csv"}
+
+
+def write_files(opts: Options, sections: Sequence[Section], all_tables: Sequence) -> list[str]:
+    index = os.path.join(opts.report, "index.html")
+    with open(index, "w") as fh:
+        fh.write(page(f"vidxai report: {opts.output}", sections))
+    md = os.path.join(opts.report, "summary.md")
+    with open(md, "w") as fh:
+        fh.write(f"# vidxai report\n\n{sections[0].paragraphs[0]}\n\n")
+        fh.write("\n".join(render.markdown(t) for t in all_tables))
+    csvs = [render.write_csv(os.path.join(opts.report, CSV_NAMES[t.title]), t)
+            for t in all_tables if t.raw]
+    return [index, md, *csvs]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+        build_report(opts)
+    except (NoOutput, ValueError) as exc:
+        print(f"vidxai report: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""One pass over a run's ``metrics/``: the per-row scalars and the running mean curves.
+
+The scalars (a few numbers per row, no curves and no maps) are kept as one Arrow table; the
+deletion / insertion curves are reduced batch by batch to a running mean per group, so memory
+grows by ~100 bytes per metrics row and never with the maps.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.apps.report.read import (
+    VARIANT_KEYS,
+    NoOutput,
+    Selection,
+    combined_filter,
+    open_table,
+    scan,
+)
+from pipeline.apps.report.stats import CurveMean
+
+SCALARS = ("clip_id", "video", "method", *VARIANT_KEYS, "label", "label_name", "predicted",
+           "predicted_name", "correct", "deletion_auc", "insertion_auc", "spt_rate",
+           "spt_hits", "spt_frames", "tpt_hit", "t_above_median_share", "seconds",
+           "forward_passes", "backward_passes")
+CURVES = ("deletion_curve", "insertion_curve")
+
+Group = tuple[str, str, str, str]  # (model, weights_sha256, config_hash, method)
+
+
+@dataclass
+class RunData:
+    """What the report needs from one output directory (or one selection of it).
+
+    Attributes:
+        root: the output directory.
+        scalars: one row per metrics row, the :data:`SCALARS` columns.
+        curves: per group and curve name, the running mean of the curves.
+        errors: dead-lettered clips per error type.
+    """
+
+    root: str
+    scalars: pa.Table
+    curves: dict[Group, dict[str, CurveMean]] = field(default_factory=dict)
+    errors: collections.Counter = field(default_factory=collections.Counter)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def groups(self) -> dict[Group, np.ndarray]:
+        """Row indices of each (model, weights, config, method) group, in sorted order."""
+        return group_rows(self.scalars, (*VARIANT_KEYS, "method"))
+
+    def column(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """A scalar column as float64 (NaN for null; bools as 0 / 1), optionally some rows."""
+        if name not in self._cache:
+            col = pc.cast(self.scalars.column(name), pa.float64())
+            self._cache[name] = np.asarray(col.to_numpy(zero_copy_only=False), np.float64)
+        values = self._cache[name]
+        return values if rows is None else values[rows]
+
+    def strings(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """A string column as an object array (None for null), optionally some rows."""
+        key = f"str:{name}"
+        if key not in self._cache:
+            self._cache[key] = np.asarray(self.scalars.column(name).to_pylist(), dtype=object)
+        values = self._cache[key]
+        return values if rows is None else values[rows]
+
+
+def group_rows(table: pa.Table, keys: tuple[str, ...]) -> dict[tuple, np.ndarray]:
+    """Row indices per distinct combination of the string columns ``keys``, keys sorted."""
+    if table.num_rows == 0:
+        return {}
+    codes, uniques = [], []
+    for k in keys:
+        enc = pc.dictionary_encode(pc.fill_null(table.column(k), "")).combine_chunks()
+        codes.append(enc.indices.to_numpy())
+        uniques.append(enc.dictionary.to_pylist())
+    combined = np.stack(codes, axis=1)
+    distinct, inverse = np.unique(combined, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(distinct) + 1))
+    out = {tuple(uniques[j][c] for j, c in enumerate(row)): order[bounds[i]:bounds[i + 1]]
+           for i, row in enumerate(distinct)}
+    return dict(sorted(out.items()))
+
+
+def load_run(root: str, selections: tuple[Selection, ...] = (), batch_size: int = 4096
+             ) -> RunData:
+    """Read ``root``'s metrics (scalars + mean curves) and error counts in one streaming pass.
+
+    Raises:
+        NoOutput: the directory, its metrics/ table or any matching row is missing.
+    """
+    dataset = open_table(root, "metrics")
+    where = combined_filter(selections)
+    parts: list[pa.Table] = []
+    curves: dict[Group, dict[str, CurveMean]] = {}
+    for table in scan(dataset, [*SCALARS, *CURVES], where, batch_size):
+        parts.append(table.select(list(SCALARS)))
+        for key, rows in group_rows(table, (*VARIANT_KEYS, "method")).items():
+            sub = table.take(pa.array(rows))
+            for name in CURVES:
+                values = sub.column(name).to_pylist()
+                full = [v for v in values if v]
+                if full and len({len(v) for v in full}) == 1:
+                    curves.setdefault(key, {n: CurveMean() for n in CURVES})[name].add(
+                        np.asarray(full, np.float64))
+    if not parts:
+        what = " matching " + ", ".join(map(str, selections)) if selections else ""
+        raise NoOutput(f"{root}/metrics has no rows{what}")
+    errors: collections.Counter = collections.Counter()
+    try:
+        for table in scan(open_table(root, "errors"), ["error_type"]):
+            errors.update(table.column("error_type").to_pylist())
+    except NoOutput:
+        pass
+    return RunData(root, pa.concat_tables(parts).combine_chunks(), curves, errors)
