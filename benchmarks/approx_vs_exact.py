@@ -19,7 +19,7 @@ import pstats
 import torch
 
 from benchmarks import common
-from benchmarks.dense_masks import clip_tubes, predicted_class
+from benchmarks.dense_masks import setup
 from transforms.methods.base import MethodOptions, get_method
 from transforms.perturbation import PerturbationEngine
 from transforms.scoring import Scorer
@@ -68,10 +68,7 @@ def profile(fn) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
-    scorer = common.load_scorer(args)
-    frames = common.synthetic_clip(args.frames, args.size)
-    x = scorer.to_input(frames)
-    tubes, target = clip_tubes(frames, args.size), predicted_class(scorer, x)
+    scorer, x, tubes, target = setup(args)
     print(common.header("4. aosa_approx ÷ aosa at N = 196", args, N=tubes.num_masks,
                         K=tubes.partners.shape[1]), flush=True)
     passes = {k: explain(scorer, x, tubes, target, args.batch_size, *v).passes

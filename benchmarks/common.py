@@ -232,5 +232,21 @@ def child_setup(settings: dict) -> tuple[argparse.Namespace, Scorer, torch.Tenso
     return args, scorer, x
 
 
+def check_equal(ours: np.ndarray, ref: np.ndarray, names: tuple[str, str]) -> float:
+    """Print whether two maps are equal (``np.allclose``, rtol 1e-4, atol 1e-4 · max |ref|) and
+    stop the benchmark when they are not: no ratio is printed for different maps.
+
+    Returns:
+        max |ours − ref|.
+    """
+    diff, scale = float(np.abs(ours - ref).max()), float(np.abs(ref).max())
+    equal = bool(np.allclose(ours, ref, rtol=1e-4, atol=1e-4 * scale + 1e-8))
+    print(f"maps equal: {'yes' if equal else 'NO'} (max |{names[0]} - {names[1]}| {diff:.2e}, "
+          f"max |map| {scale:.2e})", flush=True)
+    if not equal:
+        raise SystemExit(f"{names[0]} and {names[1]} disagree: no ratio is printed")
+    return diff
+
+
 def fmt_ratio(a: float, b: float) -> str:
     return f"{a / b:.3f}" if b else "inf"

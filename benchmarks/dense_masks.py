@@ -14,6 +14,7 @@ Targets: faster, and ≥ 10× less peak memory.
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
@@ -97,24 +98,24 @@ def child(settings: dict, variant: str) -> dict:
         lambda: VARIANTS[variant](scorer, x, tubes, target, args.batch_size), scorer.device)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
+def setup(args: argparse.Namespace) -> tuple[Scorer, torch.Tensor, Tubes, int]:
+    """The scorer, the clip (3, T, H, W) on its device, its tubes and its top class."""
     scorer = common.load_scorer(args)
     frames = common.synthetic_clip(args.frames, args.size)
     x = scorer.to_input(frames)
-    tubes, target = clip_tubes(frames, args.size), predicted_class(scorer, x)
+    return scorer, x, clip_tubes(frames, args.size), predicted_class(scorer, x)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
+    scorer, x, tubes, target = setup(args)
     dense_mb = tubes.num_masks * 3 * math.prod(x.shape[1:]) * 4 / 2**20
     print(common.header("3. AOSA ÷ dense host masks (authors' style)", args, N=tubes.num_masks,
                         K=tubes.partners.shape[1], dense_mask_array=f"{dense_mb:.0f} MB"),
           flush=True)
     ours = aosa_map(scorer, x, tubes, target, args.batch_size)  # also the warm-ups
     ref = dense_map(scorer, x, tubes, target, args.batch_size)
-    diff, scale = float(np.abs(ours - ref).max()), float(np.abs(ref).max())
-    equal = bool(np.allclose(ours, ref, rtol=1e-4, atol=1e-4 * scale + 1e-8))
-    print(f"maps equal: {'yes' if equal else 'NO'} (max |aosa - dense| {diff:.2e}, "
-          f"max |map| {scale:.2e})", flush=True)
-    if not equal:
-        raise SystemExit("aosa and the dense reference disagree: no ratio is printed")
+    diff = common.check_equal(ours, ref, ("aosa", "dense"))
     t = common.interleaved({k: (lambda f=VARIANTS[k]: f(scorer, x, tubes, target,
                                                         args.batch_size))
                             for k in ("aosa", "dense")}, args.repeats, scorer.device,

@@ -68,12 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
                         strides=strides, perturbations_per_eval=args.batch_size), flush=True)
     ours = osa_map(scorer, x, target, args.batch_size)  # also the warm-up of both
     ref = captum_map(scorer, x, target, args.batch_size)
-    diff, scale = float(np.abs(ours - ref).max()), float(np.abs(ref).max())
-    equal = bool(np.allclose(ours, ref, rtol=1e-4, atol=1e-4 * scale + 1e-8))
-    print(f"maps equal: {'yes' if equal else 'NO'} (max |osa - captum| {diff:.2e}, "
-          f"max |map| {scale:.2e})", flush=True)
-    if not equal:
-        raise SystemExit("osa and captum disagree: no ratio is printed")
+    diff = common.check_equal(ours, ref, ("osa", "captum"))
     t = common.interleaved({k: (lambda f=f: f(scorer, x, target, args.batch_size))
                             for k, f in VARIANTS.items()}, args.repeats, scorer.device,
                            warmup=False)
