@@ -14,7 +14,10 @@ from models.tiny import TinyVideoNet
 from tests.test_tubes import constant_flow
 from transforms.methods.aosa import tube_mask_batches
 from transforms.methods.aosa_approx import (
+    aggregate_boxes,
     approx_scores,
+    box_mask_sums,
+    dense_mask_sums,
     subset_mask_batches,
     taylor_changes,
     taylor_direction,
@@ -114,7 +117,7 @@ def estimates(engine: PerturbationEngine, tubes: Tubes, fill, adjust: bool) -> t
         return subset_mask_batches(boxes, partners, idx, (32, 32), bs)
 
     return approx_scores(engine.x, fill, engine.score_with_grad,
-                         tube_mask_batches(boxes, partners, (32, 32), bs), masks_of,
+                         box_mask_sums(boxes, partners), masks_of,
                          engine.base_score, bs, adjust=adjust)
 
 
@@ -325,5 +328,54 @@ def test_dense_tensors_never_exceed_the_batch_size(monkeypatch):
     engine.score_with_grad = lambda batch: (grads.append(batch.shape[0]), real_grad(batch))[1]
     tubes = tubes_for(2, 2)
     explain("aosa_approx", engine, tubes, local_mean())
-    assert max(seen) <= 5 and sum(seen) >= 2 * tubes.num_masks == 512
+    assert max(seen) <= 5 and sum(seen) == 2  # only the two tails' expansion points
     assert grads[0] == 1 and len(grads) == 2 and grads[1] == 2  # both tails in one call
+
+
+# --- Box sums: equal to the dense masks -----------------------------------------------------
+
+
+def moving_tubes(topk: int) -> Tubes:
+    """Tubes on a clip with motion and frame-outs: overlapping, clipped and empty boxes."""
+    return build_tubes(constant_flow(8, 32, 32, 2.5, -1.5), stride=4, box_hw=(8, 8), topk=topk)
+
+
+@pytest.mark.parametrize("topk", [0, 1, 3, 5])
+def test_box_sums_equal_the_dense_estimates(topk):
+    tubes = moving_tubes(topk)
+    assert (tubes.boxes[..., 2] == tubes.boxes[..., 0]).any()  # frame-outs: empty boxes
+    boxes, partners = torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners)
+    direction = torch.randn(SHAPE[1:], generator=torch.Generator().manual_seed(4)).double()
+
+    def masks_of(idx):
+        return subset_mask_batches(boxes, partners, idx, (32, 32), 7)
+
+    dense = dense_mask_sums(masks_of, tubes.num_masks)
+    fast = box_mask_sums(boxes, partners)
+    np.testing.assert_allclose(fast(direction, None).numpy(), dense(direction, None).numpy(),
+                               rtol=1e-10, atol=1e-10)
+    some = torch.tensor([5, 0, 33, 5])
+    np.testing.assert_allclose(fast(direction, some).numpy(), dense(direction, some).numpy(),
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "paper", "reference"])
+@pytest.mark.parametrize("topk", [0, 3])
+def test_box_aggregation_equals_the_dense_one(aggregation, topk):
+    tubes = moving_tubes(topk)
+    boxes, partners = torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners)
+    scores = torch.rand(tubes.num_masks, generator=torch.Generator().manual_seed(5))
+    pairs = zip(tube_mask_batches(boxes, partners, (32, 32), 6), scores.split(6), strict=True)
+    want = aosa_mod.aggregate(pairs, tubes.num_masks, SHAPE[1:], 0.7, aggregation, "cpu")
+    got = aggregate_boxes(scores, boxes, partners, SHAPE[1:], 0.7, aggregation)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_many_members_fall_back_to_dense_masks():
+    """K + 1 above MAX_BOX_MEMBERS: rasterised masks, the same map as the box path's."""
+    tubes = tubes_for(4, 8)  # 9 tubes per mask
+    engine = make_engine(LinearModel(), random_clip(), 1, score="logit")
+    got = explain("aosa_approx", engine, tubes, local_mean())
+    want = explain("aosa", make_engine(LinearModel(), random_clip(), 1, score="logit"), tubes,
+                   local_mean())
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)

@@ -1,8 +1,8 @@
 """The layers point one way: run_pipeline.py → pipeline/ → transforms/ → models/.
 
-Applications (``pipeline/apps``: synthetic data, training, evaluation, demo, pictures) sit on
-top of the job and the job never imports them. Every import counts, including the ones inside
-functions and under ``TYPE_CHECKING``.
+Applications (``pipeline/apps``: synthetic data, training, evaluation, demo, pictures) and the
+benchmarks (``benchmarks/``) sit on top of the job and nothing below them imports them. Every
+import counts, including the ones inside functions and under ``TYPE_CHECKING``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # layer of a module → the top-level names it must never import
 FORBIDDEN = {
-    "models": ("apache_beam", "transforms", "pipeline", "run_pipeline"),
-    "transforms": ("pipeline", "run_pipeline"),
-    "pipeline": ("run_pipeline", "pipeline.apps"),
-    "pipeline.apps": ("run_pipeline",),
+    "models": ("apache_beam", "transforms", "pipeline", "run_pipeline", "benchmarks"),
+    "transforms": ("pipeline", "run_pipeline", "benchmarks"),
+    "pipeline": ("run_pipeline", "pipeline.apps", "benchmarks"),
+    "pipeline.apps": ("run_pipeline", "benchmarks"),
+    "benchmarks": ("run_pipeline",),  # above the job, like the apps; nothing imports them
 }
 
 
@@ -52,7 +53,8 @@ def violations(layer: str, source: str) -> list[str]:
 
 
 def project_modules() -> list[Path]:
-    return sorted(p for d in ("models", "transforms", "pipeline") for p in (ROOT / d).rglob("*.py"))
+    return sorted(p for d in ("models", "transforms", "pipeline", "benchmarks")
+                  for p in (ROOT / d).rglob("*.py"))
 
 
 def test_the_checker_catches_upward_imports():

@@ -1,11 +1,15 @@
 """AOSA-approx (paper §3.4–3.5): AOSA's tube masks scored by a first-order Taylor estimate.
 
 ``aosa_approx`` uses the integrated masks, ``aosa_sgl_approx`` the single ones (AOSA_SGL-approx).
-Both build the same masks as exact AOSA (:mod:`transforms.methods.aosa`), streamed
-``batch_size`` at a time, and turn the estimated scores into a map with exact AOSA's
-:func:`~transforms.methods.aosa.aggregate` (``--aggregation``), so the two maps are comparable
-voxel for voxel. The network runs at most 3 forward + 3 backward passes per clip (plus the
-engine's clean forward), whatever the number of masks N.
+Both use the same masks as exact AOSA (:mod:`transforms.methods.aosa`) and turn the estimated
+scores into a map with exact AOSA's aggregation (``--aggregation``), so the two maps are
+comparable voxel for voxel. The masks are never rasterised for that: every mask is, per frame,
+a union of K + 1 boxes, so its masked sum and its share of the map are read from / painted into
+summed-area tables by inclusion–exclusion (:func:`box_mask_sums`, :func:`aggregate_boxes`;
+O(N · T · 2^(K+1)) instead of O(N · T · H · W)); only the adjustment's (at most 2) expansion
+points are dense. With more than :data:`~transforms.masks.MAX_BOX_MEMBERS` tubes per mask the
+masks are rasterised ``batch_size`` at a time, as exact AOSA does. The network runs at most
+3 forward + 3 backward passes per clip (plus the engine's clean forward), whatever N is.
 
 Steps:
 
@@ -33,8 +37,9 @@ Steps:
 
        f(V̂_i) ≈ f(V) + g · (V̂_i − V) = f(V) + Σ_{t,y,x} d · m_i,   d = Σ_c g ⊙ (μ − V),
 
-   so d (T, H, W) is computed once and each mask costs one masked sum (:func:`taylor_changes`);
-   no forward pass per mask, and only ``batch_size`` masks are ever dense.
+   so d (T, H, W) is computed once and each mask costs one masked sum (2^(K+1) − 1 signed box
+   sums per frame from d's summed-area table, :func:`box_mask_sums`; :func:`taylor_changes` is
+   the same sum over dense masks); no forward pass per mask.
 
 3. **Derivative adjustment** (§3.5.3). Tukey fences q1 − 1.5·IQR and q3 + 1.5·IQR on the N
    estimated changes Δ_i = f̂(V̂_i) − f(V) (strictly outside = outlier; quartiles by linear
@@ -84,8 +89,16 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-from transforms.masks import mask_members, occlusion_masks
-from transforms.methods.aosa import TubeMethod, aggregate, tube_mask_batches
+from transforms.masks import (
+    MAX_BOX_MEMBERS,
+    mask_members,
+    occlusion_masks,
+    paint_union_boxes,
+    summed_area_table,
+    union_box_areas,
+    union_box_sums,
+)
+from transforms.methods.aosa import AGGREGATIONS, TubeMethod, aggregate, tube_mask_batches
 from transforms.methods.base import Explanation, register_method
 from transforms.perturbation import PerturbationEngine
 from transforms.tubes import Tubes
@@ -98,6 +111,14 @@ GradFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 MasksOf = Callable[[torch.Tensor], Iterable[torch.Tensor]]
 """``masks_of(indices (M,)) ->`` bool (B, T, H, W) batches of those masks, in that order."""
+
+MaskSums = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+"""``sums(direction (T, H, W), indices (M,) or None for all N) ->`` float64 (M,): Σ direction ⊙ m_i
+for those masks, in that order (:func:`box_mask_sums`, or :func:`dense_mask_sums`)."""
+
+BOX_CHUNK = 1024
+"""Masks handled at once by the box sums (bounds their temporaries: ~1 MB per 1024 masks, T = 16,
+K = 3)."""
 
 
 # --- Pure functions -------------------------------------------------------------------------
@@ -151,6 +172,87 @@ def taylor_changes(direction: torch.Tensor, mask_batches: Iterable[torch.Tensor]
     return torch.cat(out)
 
 
+def dense_mask_sums(masks_of: MasksOf, n: int) -> MaskSums:
+    """:data:`MaskSums` over rasterised masks (:func:`taylor_changes`): the reference of
+    :func:`box_mask_sums`, and the path for masks of more than :data:`MAX_BOX_MEMBERS` tubes."""
+
+    def sums(direction: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
+        if indices is None:
+            indices = torch.arange(n, device=direction.device)
+        return taylor_changes(direction.double(), masks_of(indices))
+
+    return sums
+
+
+def box_mask_sums(boxes: torch.Tensor, partners: torch.Tensor) -> MaskSums:
+    """:data:`MaskSums` from the tubes' boxes and a summed-area table: no dense mask.
+
+    O(N · T · (2^(K+1) − 1)) table reads per direction map instead of N · T · H · W
+    (:func:`transforms.masks.union_box_sums`; exact, overlapping boxes included).
+
+    Args:
+        boxes: int (N, T, 4) tube boxes.
+        partners: int64 (N, K), K + 1 <= :data:`~transforms.masks.MAX_BOX_MEMBERS`.
+    """
+    n = boxes.shape[0]
+
+    def sums(direction: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
+        sat = summed_area_table(direction)
+        if indices is None:
+            indices = torch.arange(n, device=boxes.device)
+        out = [union_box_sums(sat, boxes, mask_members(chunk, partners))
+               for chunk in indices.to(boxes.device).split(BOX_CHUNK)]
+        return torch.cat(out) if out else sat.new_zeros(0)
+
+    return sums
+
+
+def aggregate_boxes(scores: torch.Tensor, boxes: torch.Tensor, partners: torch.Tensor,
+                    shape: tuple[int, int, int], base_score: float, aggregation: str
+                    ) -> torch.Tensor:
+    """:func:`transforms.methods.aosa.aggregate` of the N integrated masks, none of them dense.
+
+    The three aggregations are weighted sums of the masks (or of their complements), painted
+    box by box (:func:`transforms.masks.paint_union_boxes`).
+
+    Args:
+        scores: (N,) scores f_i of the masks.
+        boxes: int (N, T, 4) tube boxes.
+        partners: int64 (N, K), K + 1 <= :data:`~transforms.masks.MAX_BOX_MEMBERS`.
+        shape: (T, H, W).
+        base_score: f(V).
+        aggregation: ``mean`` | ``paper`` | ``reference``.
+
+    Returns:
+        float32 (T, H, W) on ``boxes``' device.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
+    n = boxes.shape[0]
+    scores = scores.double().to(boxes.device)
+    chunks = torch.arange(n, device=boxes.device).split(BOX_CHUNK)
+
+    def paint(weights: torch.Tensor) -> torch.Tensor:  # Σ_i weights_i · m_i, float64 (T, H, W)
+        total = torch.zeros(shape, dtype=torch.float64, device=boxes.device)
+        for c in chunks:
+            total += paint_union_boxes(weights[c], boxes, mask_members(c, partners), shape)
+        return total
+
+    if aggregation == "mean":
+        num, den = paint(base_score - scores), paint(torch.ones_like(scores))
+        den = den.round()  # coverage counts, integers up to rounding of the cumulative sums
+        return torch.where(den > 0, num / den.clamp(min=1.0), torch.zeros_like(num)).float()
+    if aggregation == "paper":
+        weight = scores
+    else:  # reference: divided by each keep-mask's kept fraction
+        occluded = torch.cat([union_box_areas(boxes, mask_members(c, partners)) for c in chunks]
+                             ) if n else scores.new_zeros(0)
+        kept = 1.0 - occluded.double() / float(torch.tensor(shape).prod())
+        weight = torch.where(kept > 0, (scores - base_score) / kept.clamp(min=1e-12),
+                             torch.zeros_like(kept))
+    return ((weight.sum() - paint(weight)) / n).float()  # Σ_i w_i (1 − m_i) / N
+
+
 def tukey_fences(values: torch.Tensor, k: float = TUKEY_K) -> tuple[float, float]:
     """(q1 − k·IQR, q3 + k·IQR), quartiles by linear interpolation (numpy's default).
 
@@ -200,8 +302,8 @@ def tail_extremes(changes: torch.Tensor, low: torch.Tensor, high: torch.Tensor
 
 
 def adjust_outliers(scores: torch.Tensor, base_score: float, x: torch.Tensor,
-                    fill: torch.Tensor | float, grad_fn: GradFn, masks_of: MasksOf,
-                    batch_size: int, k: float = TUKEY_K) -> torch.Tensor:
+                    fill: torch.Tensor | float, grad_fn: GradFn, sums: MaskSums,
+                    masks_of: MasksOf, batch_size: int, k: float = TUKEY_K) -> torch.Tensor:
     """§3.5.3: re-estimate each Tukey tail around the input occluded by its most extreme mask.
 
     Args:
@@ -210,7 +312,9 @@ def adjust_outliers(scores: torch.Tensor, base_score: float, x: torch.Tensor,
         x: (3, T, H, W) clean clip.
         fill: the fill μ the estimates use.
         grad_fn: scores and input gradients of a batch (at most ``batch_size`` clips per call).
-        masks_of: the masks of given indices (see :data:`MasksOf`).
+        sums: masked sums of the masks (see :data:`MaskSums`), for the re-estimates.
+        masks_of: the masks of given indices (see :data:`MasksOf`): only the tails' extremes
+            are rasterised, for their forwards.
         batch_size: most clips per ``grad_fn`` call.
         k: fence multiplier.
 
@@ -233,14 +337,14 @@ def adjust_outliers(scores: torch.Tensor, base_score: float, x: torch.Tensor,
     out = scores.clone()
     for j, (idx, extreme) in enumerate(tails):
         d = taylor_direction(g_e[j], x, fill)
-        est = taylor_changes(d, masks_of(idx))  # Σ d_e · m_i for the tail's masks
+        est = sums(d, idx)  # Σ d_e · m_i for the tail's masks
         at_extreme = est[int(torch.nonzero(idx == extreme)[0, 0])]  # Σ d_e · m_e
         out[idx] = (float(f_e[j]) + est - at_extreme).to(out.dtype)
     return out
 
 
 def approx_scores(x: torch.Tensor, fill: torch.Tensor | float, grad_fn: GradFn,
-                  mask_batches: Iterable[torch.Tensor], masks_of: MasksOf, base_score: float,
+                  sums: MaskSums, masks_of: MasksOf, base_score: float,
                   batch_size: int, adjust: bool = True, k: float = TUKEY_K) -> torch.Tensor:
     """First-order estimates of all N occluded scores from one clean gradient, then §3.5.3.
 
@@ -248,8 +352,8 @@ def approx_scores(x: torch.Tensor, fill: torch.Tensor | float, grad_fn: GradFn,
         x: (3, T, H, W) clean clip.
         fill: the fill μ (number or tensor broadcastable to x).
         grad_fn: scores and input gradients of a batch (see :data:`GradFn`).
-        mask_batches: the N masks, bool (B, T, H, W) batches (consumed once).
-        masks_of: the masks of given indices, for the adjustment.
+        sums: masked sums of the N masks (see :data:`MaskSums`).
+        masks_of: the masks of given indices, for the adjustment's forwards.
         base_score: f(V), the clean clip's score.
         batch_size: most clips per ``grad_fn`` call.
         adjust: apply the derivative adjustment.
@@ -260,10 +364,11 @@ def approx_scores(x: torch.Tensor, fill: torch.Tensor | float, grad_fn: GradFn,
         ``adjust``.
     """
     _, grad = grad_fn(x[None])
-    changes = taylor_changes(taylor_direction(grad[0], x, fill), mask_batches)
+    changes = sums(taylor_direction(grad[0], x, fill), None)
     scores = base_score + changes
     if adjust:
-        scores = adjust_outliers(scores, base_score, x, fill, grad_fn, masks_of, batch_size, k)
+        scores = adjust_outliers(scores, base_score, x, fill, grad_fn, sums, masks_of,
+                                 batch_size, k)
     return scores
 
 
@@ -302,13 +407,19 @@ class _TubeTaylor(TubeMethod):
         def masks_of(indices: torch.Tensor) -> Iterator[torch.Tensor]:
             return subset_mask_batches(boxes, partners, indices, hw, bs)
 
-        scores = approx_scores(engine.x, fill, engine.score_with_grad,
-                               tube_mask_batches(boxes, partners, hw, bs), masks_of,
+        boxed = partners.shape[1] + 1 <= MAX_BOX_MEMBERS  # else: dense masks, as exact AOSA
+        sums = (box_mask_sums(boxes, partners) if boxed
+                else dense_mask_sums(masks_of, tubes.num_masks))
+        scores = approx_scores(engine.x, fill, engine.score_with_grad, sums, masks_of,
                                engine.base_score, bs, adjust=self.options.approx_adjust)
-        pairs = zip(tube_mask_batches(boxes, partners, hw, bs),
-                    scores.float().split(bs), strict=True)
-        sal = aggregate(pairs, tubes.num_masks, engine.frame_shape, engine.base_score,
-                        self.options.aggregation, engine.device)
+        if boxed:
+            sal = aggregate_boxes(scores, boxes, partners, engine.frame_shape,
+                                  engine.base_score, self.options.aggregation)
+        else:
+            pairs = zip(tube_mask_batches(boxes, partners, hw, bs),
+                        scores.float().split(bs), strict=True)
+            sal = aggregate(pairs, tubes.num_masks, engine.frame_shape, engine.base_score,
+                            self.options.aggregation, engine.device)
         return Explanation(sal.cpu())
 
 

@@ -1,0 +1,56 @@
+"""The benchmarks' references and commands on a tiny network: equal maps, and they run.
+
+No time is asserted: the benchmarks print ratios, the tests only check what they compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from benchmarks import approx_vs_exact, common, dense_masks, flow_share, osa_vs_captum
+
+TINY = ["--model", "tiny", "--frames", "4", "--size", "8", "--batch-size", "5"]  # N = 64
+
+
+def tiny_setup():
+    args = common.parser("test").parse_args(TINY)
+    scorer = common.load_scorer(args)
+    frames = common.synthetic_clip(args.frames, args.size)
+    return args, scorer, frames, scorer.to_input(frames)
+
+
+def test_dense_reference_equals_aosa():
+    args, scorer, frames, x = tiny_setup()
+    tubes = dense_masks.clip_tubes(frames, args.size)
+    target = dense_masks.predicted_class(scorer, x)
+    ours = dense_masks.aosa_map(scorer, x, tubes, target, args.batch_size)
+    ref = dense_masks.dense_map(scorer, x, tubes, target, args.batch_size)
+    assert np.abs(ref).max() > 0
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-7)
+
+
+def test_osa_equals_captum_in_the_benchmark():
+    args, scorer, _, x = tiny_setup()
+    target = osa_vs_captum.predicted_class(scorer, x)
+    ours = osa_vs_captum.osa_map(scorer, x, target, args.batch_size)
+    ref = osa_vs_captum.captum_map(scorer, x, target, args.batch_size)
+    assert np.abs(ref).max() > 0
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-7)
+
+
+def test_synthetic_clip_shape_and_header():
+    clip = common.synthetic_clip(5, 24)
+    assert clip.shape == (5, 24, 24, 3) and clip.dtype == np.uint8
+    args = argparse.Namespace(device="cpu", threads=0, model="tiny", frames=5, size=24,
+                              batch_size=8, precision="fp32", repeats=1)
+    text = common.header("title", args, N=4)
+    assert "date " in text and "UTC" in text and "settings: model tiny" in text
+
+
+def test_commands_print_their_ratios(capsys):
+    approx_vs_exact.main(TINY)
+    flow_share.main(TINY)
+    out = capsys.readouterr().out
+    assert "aosa_approx / aosa = " in out and "(flow + tubes) / scoring = " in out
