@@ -25,6 +25,7 @@ TARGET_KEYWORDS = ("predicted", "label")
 # Options that change how a run executes, never what it computes (kept out of the hash).
 EXECUTION_ONLY = ("input", "output", "device", "threads", "cache_dir", "batch_size",
                   "max_failed_fraction", "progress", "checkpoint", "class_names")
+EXECUTION_ONLY += ("incremental",)  # equal maps to float tolerance (models/incremental.py)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class RunConfig:
     threads: int = 0
     max_failed_fraction: float = 1.0
     progress: bool = True
+    incremental: bool = False
     weights_sha256: str | None = None  # filled by the job after the handler validated them
 
     def handler(self) -> VideoModelHandler:
@@ -217,7 +219,8 @@ class RunConfig:
             methods=self.methods, target=self.target, fixed_target=self.fixed_target(),
             batch_size=self.batch_size, method_options=self.method_options(),
             score=self.score, metrics=self.metrics, metric_steps=self.metric_steps,
-            pointing_radius=float(self.pointing_radius), insertion_blur=self.insertion_blur)
+            pointing_radius=float(self.pointing_radius), insertion_blur=self.insertion_blur,
+            incremental=self.incremental)
 
     def result_key(self) -> dict:
         """The fields that change results (output location and execution knobs excluded;
