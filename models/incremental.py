@@ -22,7 +22,7 @@ How (per batch of B clips, activations ``(B, C, T, H, W)``):
   batch norm, ReLU, dropout, ...) keep the region; ``+`` and ``torch.cat`` on channels take
   the union. Anything else (global pooling, flatten, the linear head) runs in full and its
   region is "everywhere";
-* compute: each layer's output is cut into a grid of tiles (``grid``, default 2 × 8 × 8 in
+* compute: each layer's output is cut into a grid of tiles (``grid``, default 2 × 14 × 14 in
   T, H, W); the tiles holding a changed cell, over all B clips, are gathered with their input
   halo (the layer's padding read as 0, or −inf for max-pools) into one ``(n, C, t, h, w)``
   batch, run through the layer in one call, and pasted into B copies of the clean output.
@@ -59,8 +59,10 @@ Triple = tuple[int, int, int]
 
 DEFAULT_THRESHOLD = 0.6
 """A layer whose changed tiles cover more than this share of its output runs in full."""
-DEFAULT_GRID: Triple = (2, 8, 8)
+DEFAULT_GRID: Triple = (2, 14, 14)
 """Tiles per axis (T, H, W) of each layer's output."""
+MIN_TILE = 4
+"""Smallest tile side (where the axis is longer): a smaller tile re-reads its halo too often."""
 
 _POINTWISE_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6,
                       nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid,
@@ -407,7 +409,8 @@ class IncrementalExecutor:
             return _Value(self._dense(node, {node.args[0]: x}), None)
         region = propagate_region(src.region, win)
         out_shape = tuple(clean_out.shape[2:])
-        tile = tuple(-(-n // g) for n, g in zip(out_shape, self.grid, strict=True))
+        tile = tuple(min(n, max(-(-n // g), MIN_TILE)) for n, g in zip(out_shape, self.grid,
+                                                                        strict=True))
         tiles = changed_tiles(region, tile)
         grid = tuple(-(-n // t) for n, t in zip(out_shape, tile, strict=True))
         if len(tiles) > self.threshold * b * math.prod(grid):
@@ -423,13 +426,23 @@ class IncrementalExecutor:
                      zip(tile, win.stride, win.dilation, win.kernel, strict=True))
         corners = [(i, (starts[0][gt], starts[1][gy], starts[2][gx]))
                    for i, gt, gy, gx in tiles.tolist()]
+        corners += corners[:1] * (bucket(len(corners)) - len(corners))
         y = win.run(gather_windows(x, [(i, tuple(o[a] * win.stride[a] - win.pad_before[a]
                                                  for a in range(3))) for i, o in corners],
                                    span, win.pad_value))
-        for (i, o), patch in zip(corners, y, strict=True):
+        for (i, o), patch in zip(corners[:len(tiles)], y, strict=False):
             out[(i, slice(None), *(slice(o[a], o[a] + tile[a]) for a in range(3)))] = patch
         self.macs.done += len(tiles) * win.macs_per_output * math.prod(tile)
         return _Value(out, region)
+
+
+def bucket(n: int) -> int:
+    """``n`` rounded up to 2^(k/4) (at most 19 % more): the layer sees few distinct batch
+    sizes, so the convolution library reuses its kernels instead of preparing new ones."""
+    if n <= 8:
+        return n
+    k = math.ceil(4 * math.log2(n) - 1e-9)
+    return max(n, round(2 ** (k / 4)))
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
