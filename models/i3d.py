@@ -234,6 +234,19 @@ def _features() -> nn.Sequential:
     return nn.Sequential(layers)
 
 
+def head_pool(features: torch.Tensor) -> torch.Tensor:
+    """VALID ``(2, 7, 7)`` average pool with the window clipped to the map (stride 1).
+
+    ``(B, C, t, h, w) -> (B, C, t - kt + 1, h - kh + 1, w - kw + 1)``. Wrapped for torch.fx
+    (its window depends on the input's shape), so the network traces (models/incremental.py).
+    """
+    window = [min(k, s) for k, s in zip((2, 7, 7), features.shape[-3:], strict=True)]
+    return F.avg_pool3d(features, window, stride=1)
+
+
+torch.fx.wrap("head_pool")
+
+
 class InceptionI3d(nn.Module):
     """RGB Inception-I3D classifier.
 
@@ -264,9 +277,7 @@ class InceptionI3d(nn.Module):
             ``(B, num_classes)``: VALID ``(2, 7, 7)`` average pool (window clipped to the map),
             1x1x1 convolution, mean over the remaining positions (over time in the original).
         """
-        window = [min(k, s) for k, s in zip((2, 7, 7), features.shape[-3:], strict=True)]
-        pooled = F.avg_pool3d(features, window, stride=1)
-        return self.logits(pooled).mean(dim=(2, 3, 4))
+        return self.logits(head_pool(features)).mean(dim=(2, 3, 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Classify clips.

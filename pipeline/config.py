@@ -29,7 +29,7 @@ TARGET_KEYWORDS = ("predicted", "label")
 EXECUTION_ONLY = ("input", "output", "device", "threads", "cache_dir", "batch_size",
                   "max_failed_fraction", "progress", "checkpoint", "class_names", "recompute",
                   "clips_per_video", "clip_hop", "clips_per_file", "max_file_mb",
-                  "saliency_dtype", "saliency_pool", "workers")
+                  "saliency_dtype", "saliency_pool", "workers", "incremental")
 _TUBES = ("aosa", "aosa_sgl", "aosa_approx", "aosa_sgl_approx", "aosa_t", "aosa_t_sgl")
 _EXTREMAL = ("ep", "step", "fep")
 # Options that change only some methods' maps: left out of the other methods' hashes, so that
@@ -94,6 +94,7 @@ class RunConfig:
     saliency_dtype: str = "float16"
     saliency_pool: tuple[int, int] = (1, 1)
     workers: int = 1  # worker processes on this machine (FnApiRunner: direct_num_workers)
+    incremental: bool = False
     weights_sha256: str | None = None  # filled by the job after the handler validated them
 
     def handler(self) -> VideoModelHandler:
@@ -269,7 +270,8 @@ class RunConfig:
             methods=self.methods, target=self.target, fixed_target=self.fixed_target(),
             batch_size=self.batch_size, method_options=self.method_options(),
             score=self.score, metrics=self.metrics, metric_steps=self.metric_steps,
-            pointing_radius=float(self.pointing_radius), insertion_blur=self.insertion_blur)
+            pointing_radius=float(self.pointing_radius), insertion_blur=self.insertion_blur,
+            incremental=self.incremental)
 
     def result_key(self, method: str | None = None) -> dict:
         """The fields that change results (output location and execution knobs excluded;

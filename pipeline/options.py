@@ -104,6 +104,9 @@ class VidxaiOptions(PipelineOptions):
           help="where downloaded/converted weights are cached (default $VIDXAI_CACHE or "
                "~/.cache/vidxai)")
         a("--threads", type=int, default=0, help="torch CPU threads per worker (0: torch's)")
+        a("--incremental", action="store_true",
+          help="exact occlusion methods recompute each layer only where the occluded box "
+               "reaches (incremental inference; equal maps, fewer FLOPs)")
         a("--max-failed-fraction", dest="max_failed_fraction", type=float, default=1.0,
           help="fail the run (after writing what it has) when more than this fraction of the "
                "clips was dead-lettered (default 1: never)")

@@ -33,6 +33,7 @@ class ExplainSettings:
         score: what the methods measure: ``prob`` (the paper's f) or ``logit``. The metrics
             always measure the probability.
         insertion_blur: > 0: insertion starts from a Gaussian blur (sigma px) of the clip.
+        incremental: the engine scores occluded clips by incremental inference (equal maps).
     """
 
     methods: tuple[str, ...]
@@ -45,6 +46,7 @@ class ExplainSettings:
     metric_steps: int = 28
     pointing_radius: float = 7.0
     insertion_blur: float = 0.0
+    incremental: bool = False
 
 
 def choose_target(settings: ExplainSettings, label: int | None, predicted: int,
@@ -87,7 +89,7 @@ def explain_clip(scorer: Scorer, item: ClipTubes, methods: list[Method],
     label = item.clip.ref.label
     target, source = choose_target(settings, label, predicted, num_classes)
     engine = PerturbationEngine(scorer, x, target, settings.score, settings.batch_size,
-                                clean_logits=logits)
+                                clean_logits=logits, incremental=settings.incremental)
 
     def cls(i: int) -> ClassScore:
         return ClassScore(i, scorer.class_name(i), float(probs[i]))

@@ -22,6 +22,7 @@ Fills (the value occluded voxels take, in normalised input space):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from transforms.scoring import Scorer
+
+log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 """``score_fn(batch (B, 3, T, H, W)) -> (B,)`` target scores."""
@@ -195,10 +198,15 @@ class PerturbationEngine:
         batch_size: most clips per forward batch (results do not depend on it).
         clean_logits: (C,) logits of ``x`` when the caller already ran the clean forward
             (it is then counted once here and never repeated).
+        incremental: score occluded clips by incremental inference (``--incremental``,
+            :meth:`Scorer.incremental`): equal scores, fewer FLOPs when the occlusion is a
+            small box. Built on the first :meth:`score`; a network torch.fx cannot trace
+            scores with full forwards and a logged warning.
     """
 
     def __init__(self, scorer: Scorer, x: torch.Tensor, target: int, score: str = "prob",
-                 batch_size: int = 8, clean_logits: torch.Tensor | None = None) -> None:
+                 batch_size: int = 8, clean_logits: torch.Tensor | None = None,
+                 incremental: bool = False) -> None:
         if score not in SCORES:
             raise ValueError(f"unknown score {score!r}; use one of {', '.join(SCORES)}")
         if batch_size < 1:
@@ -217,6 +225,8 @@ class PerturbationEngine:
                              f"{num_classes} classes")
         self.base_score = float(target_score(self.clean_logits[None], self.target, score)[0])
         self._fills: dict[tuple, torch.Tensor] = {}
+        self.incremental = incremental
+        self._logits: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -244,11 +254,24 @@ class PerturbationEngine:
         kind = kind or self.score_kind
         out = []
         with torch.inference_mode():
+            logits = self._batch_logits()
             for start in range(0, batch.shape[0], self.batch_size):
                 chunk = batch[start:start + self.batch_size]
-                out.append(target_score(self.scorer.logits(chunk), self.target, kind))
+                out.append(target_score(logits(chunk), self.target, kind))
                 self.passes.forward += chunk.shape[0]
         return torch.cat(out)
+
+    def _batch_logits(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The scorer's logits, or the incremental ones for this clip (built once)."""
+        if not self.incremental:
+            return self.scorer.logits
+        if self._logits is None:
+            try:
+                self._logits = self.scorer.incremental(self.x)
+            except TypeError as err:
+                log.warning("--incremental: %s; scoring with full forwards", err)
+                self._logits = self.scorer.logits
+        return self._logits
 
     def score_with_grad(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores of a batch and their gradients with respect to the input.

@@ -9,12 +9,15 @@ here forces ``no_grad``: gradient methods differentiate :meth:`Scorer.logits`.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from models.incremental import DEFAULT_GRID, DEFAULT_THRESHOLD, IncrementalExecutor
 from models.registry import ModelSpec
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -109,6 +112,31 @@ class Scorer:
             return self.model(x).float()
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
             return self.model(x).float()
+
+    def incremental(self, x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD,
+                    grid: tuple[int, int, int] = DEFAULT_GRID
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Logits of clips that differ from the clean clip ``x`` (3, T, H, W), computed
+        incrementally (:mod:`models.incremental`): the clean activations are recorded here,
+        once; the returned ``logits(batch (B, 3, T, H, W)) -> (B, num_classes)`` float32
+        equals :meth:`logits` to float tolerance. Call both under ``inference_mode``.
+
+        Raises:
+            TypeError: the network cannot be traced with torch.fx.
+        """
+        mf, amp = self._memory_format, self.amp_dtype
+        context = (lambda: torch.autocast(device_type=self.device.type, dtype=amp)
+                   if amp is not None else contextlib.nullcontext())
+        with context():
+            executor = IncrementalExecutor(self.model, x.unsqueeze(0).contiguous(
+                memory_format=mf), threshold, grid)
+
+        def logits(batch: torch.Tensor) -> torch.Tensor:
+            with context():
+                return executor(batch.contiguous(memory_format=mf)).float()
+
+        logits.executor = executor  # type: ignore[attr-defined]  (its MAC counts)
+        return logits
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities (B, num_classes)."""

@@ -1,0 +1,288 @@
+"""Incremental exact occlusion (``--incremental``): region rules and equal maps.
+
+No test here measures time (benchmarks/incremental.py does); every one compares the
+incremental path with full forwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+import torch
+from torch import nn
+from torch.fx.interpreter import Interpreter
+
+import models.i3d  # noqa: F401  (registers the networks)
+import models.small3d  # noqa: F401
+import models.tiny  # noqa: F401
+import models.torchvision_video  # noqa: F401
+from models.incremental import (
+    IncrementalExecutor,
+    Window,
+    conv_output_range,
+    propagate_region,
+    trace,
+    window_of,
+)
+from models.registry import build_network, get_spec
+from pipeline.config import RunConfig
+from pipeline.options import VidxaiOptions, config_from_options
+from tests.test_tubes import translating_clip
+from transforms.explain import ExplainSettings, explain_clip
+from transforms.methods import get_method
+from transforms.methods.osa import osa_saliency
+from transforms.perturbation import PerturbationEngine
+from transforms.records import ClipData, ClipRef, ClipTubes
+from transforms.scoring import Scorer
+from transforms.tubes import tubes_from_frames
+
+# --- Region rules ---------------------------------------------------------------------------
+
+
+def test_conv_output_range_known_answers():
+    # k 3, s 2, p 1: output o reads input rows 2o − 1 … 2o + 1. Rows [10, 20) reach o = 5
+    # (rows 9–11) through o = 10 (rows 19–21); o = 4 reads 7–9, o = 11 reads 21–23.
+    assert conv_output_range(10, 20, 3, 2, 1, 1, 56) == (5, 11)
+    # r3d_18's stem, k 7, s 2, p 3: rows [0, 16) reach o = 0 … 9 (o = 9 reads 15–21).
+    assert conv_output_range(0, 16, 7, 2, 1, 3, 56) == (0, 10)
+    # Clipped at the end: k 3, s 1, p 1 on 8 rows, rows [6, 8) reach 5, 6, 7.
+    assert conv_output_range(6, 8, 3, 1, 1, 1, 8) == (5, 8)
+    # A 1x1 stride-2 shortcut never reads odd rows: row 3 changes nothing.
+    assert conv_output_range(3, 4, 1, 2, 1, 0, 4) == (0, 0)
+    # Dilation 2, k 3, p 2: o reads o − 2, o, o + 2; row 5 reaches 3, 5, 7.
+    assert conv_output_range(5, 6, 3, 1, 2, 2, 10) == (3, 8)
+    assert conv_output_range(4, 4, 3, 1, 1, 1, 10) == (0, 0)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation", [
+    ((3, 7, 7), (1, 2, 2), (1, 3, 3), (1, 1, 1)),
+    ((3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1)),
+    ((1, 1, 1), (2, 2, 2), (0, 0, 0), (1, 1, 1)),
+    ((3, 3, 3), (1, 1, 1), (2, 2, 2), (2, 2, 2)),
+])
+def test_region_rule_contains_every_change_of_a_full_forward(kernel, stride, padding, dilation):
+    """Independent check: perturb a box, difference two full forwards of the layer, and every
+    changed output lies in the propagated region, whose bounding box is the per-axis rule."""
+    conv = nn.Conv3d(2, 3, kernel, stride, padding, dilation).eval()
+    x = torch.randn(1, 2, 9, 20, 20)
+    box = (slice(2, 5), slice(6, 11), slice(13, 20))
+    y = x.clone()
+    y[(0, slice(None), *box)] += torch.randn(2, 3, 5, 7)
+    with torch.no_grad():
+        changed = (conv(y) != conv(x)).any(1)[0]  # (T', H', W')
+        win = window_of(conv, x.shape)
+        region = torch.zeros(1, 1, *x.shape[2:])
+        region[(0, 0, *box)] = 1
+        out = propagate_region(region, win)[0, 0] > 0
+    assert out.shape == changed.shape
+    assert not (changed & ~out).any()
+    for axis, sl in enumerate(box):
+        rng = conv_output_range(sl.start, sl.stop, kernel[axis], stride[axis], dilation[axis],
+                                padding[axis], out.shape[axis])
+        hit = out.any(dim=tuple(a for a in range(3) if a != axis)).nonzero().flatten()
+        assert (int(hit[0]), int(hit[-1]) + 1) == rng
+
+
+def test_same_padding_layers_have_their_asymmetric_geometry():
+    conv = models.i3d.SameConv3d(3, 4, (7, 7, 7), (2, 2, 2))
+    win = window_of(conv, (1, 3, 16, 64, 64))
+    assert isinstance(win, Window)
+    assert (win.pad_before, win.pad_after) == ((2, 2, 2), (3, 3, 3))
+    pool = models.i3d.SameMaxPool3d((1, 3, 3), (1, 2, 2))
+    win = window_of(pool, (1, 3, 8, 32, 32))
+    assert win.pad_value == float("-inf") and (win.pad_before, win.pad_after) == (
+        (0, 0, 0), (0, 1, 1))
+
+
+def random_bn(net: nn.Module) -> nn.Module:
+    """Non-trivial batch-norm statistics, so every layer's values matter."""
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if hasattr(m, "running_mean") and m.running_mean is not None:
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return net.eval()
+
+
+class Recorder(Interpreter):
+    """A plain full forward that keeps a copy of every node's value."""
+
+    def __init__(self, gm, store: dict) -> None:
+        super().__init__(gm)
+        self.store = store
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        self.store[n.name] = out.clone() if torch.is_tensor(out) else out
+        return out
+
+
+def test_every_node_changes_only_inside_its_region():
+    """Per node of r3d_18: full forwards of the occluded and the clean clip differ only where
+    the executor's region says they may (the region rule checked on a whole network)."""
+    net = random_bn(build_network(get_spec("r3d_18"), seed=0))
+    x = torch.randn(1, 3, 8, 48, 48)
+    batch = x.repeat(2, 1, 1, 1, 1)
+    batch[0, :, :, 4:14, 30:40] = 0.0
+    batch[1, :, 2:5, 20:26, 3:9] = 1.0
+    with torch.inference_mode():
+        ex = IncrementalExecutor(net, x)
+        _, values = ex.run(batch)
+        gm = trace(net)
+        full, clean = {}, {}
+        for store, inp in ((full, batch), (clean, x)):
+            Recorder(gm, store).run(inp)
+    checked = 0
+    for name, value in values.items():
+        if value.region is None or not torch.is_tensor(full.get(name)):
+            continue
+        diff = (full[name] - clean[name]).abs().amax(dim=1, keepdim=True)
+        outside = diff[value.region == 0]
+        assert outside.numel() == 0 or float(outside.max()) <= 1e-5 * float(diff.max()) + 1e-6
+        checked += 1
+    assert checked > 20
+
+
+# --- Equal maps -----------------------------------------------------------------------------
+
+NETWORKS = {  # name: (frames, size, anchor stride, box, score)
+    "tiny": (8, 32, 8, 16, "prob"),
+    "synth_small3d": (16, 64, 16, 16, "prob"),
+    "r3d_18": (8, 32, 16, 8, "logit"),
+    "r2plus1d_18": (8, 32, 16, 8, "logit"),
+    "mc3_18": (8, 32, 16, 8, "logit"),
+    "i3d_kinetics400": (8, 48, 24, 8, "logit"),
+}
+
+
+def network_scorer(name: str, amp: torch.dtype | None = None) -> Scorer:
+    spec = get_spec(name)
+    net = build_network(spec, seed=0)
+    if name == "synth_small3d":
+        spec.load_default_weights(net, None)
+    return Scorer(random_bn(net) if name != "synth_small3d" else net, spec,
+                  torch.device("cpu"), amp)
+
+
+def assert_maps_close(full: torch.Tensor, inc: torch.Tensor, rtol: float = 1e-4) -> None:
+    scale = float(full.abs().max())
+    assert scale > 0
+    assert float((full - inc).abs().max()) <= rtol * scale + 1e-6
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_aosa_maps_equal_full_forward_maps(name):
+    frames, size, stride, box, score = NETWORKS[name]
+    scorer = network_scorer(name)
+    clip = translating_clip(2, 1, frames=frames, size=size, seed=3)
+    tubes = tubes_from_frames(clip, stride, (box, box), 1)
+    x = scorer.to_input(clip)
+    maps, engines = {}, {}
+    for incremental in (False, True):
+        engine = PerturbationEngine(scorer, x, 1, score, batch_size=4, incremental=incremental)
+        maps[incremental] = get_method("aosa").explain(engine, tubes).saliency
+        engines[incremental] = engine
+    assert_maps_close(maps[False], maps[True])
+    assert engines[True].passes.forward == engines[False].passes.forward
+    executor = engines[True]._logits.executor
+    assert 0 < executor.macs.done < executor.macs.full
+
+
+@pytest.mark.parametrize("name", ["tiny", "synth_small3d", "r3d_18", "i3d_kinetics400"])
+def test_osa_window_maps_equal_full_forward_maps(name):
+    frames, size, _, _, score = NETWORKS[name]
+    scorer = network_scorer(name)
+    x = scorer.to_input(translating_clip(1, 2, frames=frames, size=size, seed=4))
+    cut = 2 if name in ("tiny", "synth_small3d") else 1  # fewer windows on the big networks
+    window = (frames // cut, size // 4, size // 4)
+    strides = (frames // cut, size // 4, size // 4)
+    maps = {}
+    for incremental in (False, True):
+        engine = PerturbationEngine(scorer, x, 0, score, batch_size=8, incremental=incremental)
+        maps[incremental] = osa_saliency(x, engine.score, 8, engine.base_score, window,
+                                         strides)
+    assert_maps_close(maps[False], maps[True])
+
+
+def test_bf16_autocast_scores_stay_close():
+    scorer = network_scorer("synth_small3d", torch.bfloat16)
+    x = scorer.to_input(translating_clip(2, 0, frames=16, size=64, seed=5))
+    batch = x.repeat(3, 1, 1, 1, 1)
+    batch[:, :, :, 10:26, 20:36] = 0.0
+    batch[1, :, :8] = 0.0
+    with torch.inference_mode():
+        full = scorer.logits(batch)
+        inc = scorer.incremental(x)(batch)
+    assert inc.dtype == torch.float32
+    assert float((full - inc).abs().max()) <= 0.05 * float(full.abs().max())
+
+
+def test_unchanged_and_fully_changed_clips():
+    scorer = network_scorer("tiny")
+    x = scorer.to_input(translating_clip(1, 1, frames=8, size=32, seed=6))
+    batch = torch.stack([x, torch.zeros_like(x), x])
+    batch[2, :, 3, 5, 7] = 2.0  # one voxel
+    with torch.inference_mode():
+        torch.testing.assert_close(scorer.incremental(x)(batch), scorer.logits(batch),
+                                   rtol=1e-5, atol=1e-5)
+
+
+class Untraceable(nn.Module):
+    """Control flow on a value: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if float(y.mean()) > 100:
+            y = -y
+        return self.fc(y.mean(dim=(2, 3, 4)))
+
+
+def test_untraceable_network_falls_back_to_full_forwards_with_a_warning(caplog):
+    with pytest.raises(TypeError, match="Untraceable is not"):
+        trace(Untraceable())
+    scorer = Scorer(Untraceable(), get_spec("tiny"), torch.device("cpu"))
+    x = torch.randn(3, 8, 32, 32)
+    batch = x.repeat(2, 1, 1, 1, 1)
+    batch[0, :, :, :8, :8] = 0
+    full = PerturbationEngine(scorer, x, 0, batch_size=2).score(batch)
+    with caplog.at_level(logging.WARNING):
+        inc = PerturbationEngine(scorer, x, 0, batch_size=2, incremental=True).score(batch)
+    assert "full forwards" in caplog.text
+    torch.testing.assert_close(inc, full)
+
+
+# --- Wiring ---------------------------------------------------------------------------------
+
+
+def test_option_reaches_the_engine_and_leaves_the_hash_alone():
+    options = VidxaiOptions(["--input", "in", "--output", "out", "--incremental"])
+    cfg = config_from_options(options)
+    assert cfg.incremental and cfg.explain_settings().incremental
+    cfg = dataclasses.replace(cfg, weights_sha256="0" * 64)
+    assert cfg.config_hash() == dataclasses.replace(cfg, incremental=False).config_hash()
+    assert not RunConfig(input="in", output="out").incremental
+
+
+def test_explain_clip_with_incremental_equals_without():
+    scorer = network_scorer("tiny")
+    frames = translating_clip(2, 1, frames=8, size=32, seed=7)
+    tubes = tubes_from_frames(frames, 8, (16, 16), 3)
+    item = ClipTubes(ClipData(ClipRef("c0", "v.avi"), frames), tubes)
+    methods = [get_method("aosa")]
+    results = {}
+    for incremental in (False, True):
+        settings = ExplainSettings(methods=("aosa",), target="predicted",
+                                   fixed_target=None, batch_size=8, metric_steps=4,
+                                   incremental=incremental)
+        results[incremental] = explain_clip(scorer, item, methods, settings)
+    for full, inc in zip(results[False].methods, results[True].methods, strict=True):
+        assert_maps_close(torch.from_numpy(full.saliency), torch.from_numpy(inc.saliency))
+        assert full.forward_passes == inc.forward_passes
+        assert full.metrics.deletion_auc == pytest.approx(inc.metrics.deletion_auc, abs=1e-5)
