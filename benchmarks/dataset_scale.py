@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RUN = ["--model", "synth_small3d", "--methods", "aosa", "--stride", "16", "--no-metrics",
-       "--no-progress", "--device", "cpu"]
+RUN = ["--model", "synth_small3d", "--methods", "aosa", "--no-metrics", "--no-progress",
+       "--device", "cpu"]
 
 
 def _children(pid: int) -> list[int]:
@@ -140,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                          "one); its test.jsonl and train.jsonl clips are used")
     ap.add_argument("--clips", type=int, default=200)
     ap.add_argument("--work", default=None, help="where outputs go (default: a temp dir)")
+    ap.add_argument("--stride", type=int, default=16,
+                    help="AOSA anchor stride at 64 px: 16 → N = 16 masks (light clips, start-up "
+                         "and I/O weigh), 4 → N = 256 (the paper's density; scoring weighs)")
     a = ap.parse_args(argv)
+    RUN.extend(["--stride", str(a.stride)])
     data = Path(a.data)
     rows = [json.loads(line) for name in ("test.jsonl", "train.jsonl")
             for line in (data / name).read_text().splitlines() if line.strip()]
@@ -156,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"vidxai dataset-scale benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"machine: {machine()}")
-    print(f"settings: {' '.join(RUN)}, 16 frames × 112 px, clips of {data}\n")
+    from models.registry import get_spec
+
+    spec = get_spec("synth_small3d")
+    print(f"settings: {' '.join(RUN)} ({spec.num_frames} frames × {spec.input_size} px), "
+          f"clips of {data}\n")
     results = []
 
     def record(name: str, argv: list[str]) -> dict:
