@@ -62,8 +62,11 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, class_names: list[str] | No
                explained[ERRORS])
               | "AllErrors" >> beam.Flatten())
     results = explained.ok
-    written, failed = (results, errors) | "Write" >> WriteResults(
+    (results, errors) | "Write" >> WriteResults(
         OutputPaths(cfg.output), run_info(cfg, run_id), cfg.store_options())
-    written | "ProgressWritten" >> RecordProgress(progress_dir, "written")
-    failed | "ProgressFailed" >> RecordProgress(progress_dir, "failed")
+    # Progress counts clips as they finish, not as their files are committed (a commit holds
+    # up to --clips-per-file clips, so the line would jump); run.json's counts are the
+    # committed ones.
+    results | "ProgressWritten" >> RecordProgress(progress_dir, "written")
+    errors | "ProgressFailed" >> RecordProgress(progress_dir, "failed")
     return {"results": results, "errors": errors}
