@@ -322,6 +322,12 @@ def load_default_weights(model: nn.Module, cache_dir: Path | None = None) -> str
     return sha256_file(ensure_converted_weights(cache_dir))
 
 
+def _converted_weights(cache_dir: Path | None = None) -> Path:
+    from models.i3d_weights import ensure_converted_weights
+
+    return ensure_converted_weights(cache_dir)
+
+
 register(ModelSpec(
     name="i3d_kinetics400",
     build=lambda num_classes: InceptionI3d(num_classes),
@@ -335,5 +341,6 @@ register(ModelSpec(
     gradcam_layer=GRADCAM_LAYER,
     channels_last=True,
     load_default_weights=load_default_weights,
+    weights_file=_converted_weights,
     description="DeepMind RGB Inception-I3D, Kinetics-400, 16x224x224 in [-1, 1]",
 ))

@@ -1,7 +1,8 @@
 """Model registry: name -> network builder, preprocessing, class names, Grad-CAM layer.
 
 Everything a stage needs to know about a network lives in one :class:`ModelSpec`. Models are
-pure PyTorch: nothing here imports Beam, and nothing downloads at run time.
+pure PyTorch: nothing here imports Beam. Built-in weights that are fetched on first use
+(``ModelSpec.weights_file``) are fetched by the job's driver only, never by a worker.
 
 Tensor conventions used across vidxai:
     clip (decoded):   uint8 numpy array (T, H, W, 3), RGB.
@@ -50,6 +51,12 @@ class ModelSpec:
         fixed_input: the network accepts only exactly ``num_frames x input_size x input_size``
             clips (e.g. MViT's learned positional embeddings); other sizes fail.
         weights_note: where pretrained weights come from (for docs and ``--list-models``).
+        weights_file: ``weights_file(cache_dir) -> Path``: the local file that
+            ``load_default_weights`` reads from ``cache_dir``, fetched and converted first when
+            needed; the job calls it once on the driver and ships the file to the workers,
+            which then load it with ``load_default_weights(model, <its directory>)`` and never
+            fetch anything. None: the built-in weights come with the installed package (or
+            there are none).
     """
 
     name: str
@@ -68,6 +75,7 @@ class ModelSpec:
     description: str = ""
     fixed_input: bool = False
     weights_note: str = ""
+    weights_file: Callable[[Path | None], Path] | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -29,7 +29,7 @@ TARGET_KEYWORDS = ("predicted", "label")
 EXECUTION_ONLY = ("input", "output", "device", "threads", "cache_dir", "batch_size",
                   "max_failed_fraction", "progress", "checkpoint", "class_names", "recompute",
                   "clips_per_video", "clip_hop", "clips_per_file", "max_file_mb",
-                  "saliency_dtype", "saliency_pool", "workers", "incremental")
+                  "saliency_dtype", "saliency_pool", "workers", "incremental", "weights_uri")
 _TUBES = ("aosa", "aosa_sgl", "aosa_approx", "aosa_sgl_approx", "aosa_t", "aosa_t_sgl")
 _EXTREMAL = ("ep", "step", "fep")
 # Options that change only some methods' maps: left out of the other methods' hashes, so that
@@ -96,6 +96,7 @@ class RunConfig:
     workers: int = 1  # worker processes on this machine (FnApiRunner: direct_num_workers)
     incremental: bool = False
     weights_sha256: str | None = None  # filled by the job after the handler validated them
+    weights_uri: str | None = None  # built-in weights prepared by the driver (job.stage_weights)
 
     def handler(self) -> VideoModelHandler:
         """The model handler of this configuration (picklable; builds the network lazily)."""
@@ -104,7 +105,8 @@ class RunConfig:
                         num_classes=self.num_classes, num_frames=self.num_frames,
                         size=self.size, mean=self.mean, std=self.std,
                         class_names=self.class_names, layer=self.layer, seed=self.seed,
-                        cache_dir=self.cache_dir),
+                        cache_dir=self.cache_dir, weights_uri=self.weights_uri,
+                        weights_sha256=self.weights_sha256 if self.weights_uri else None),
             device=self.device, precision=self.precision, threads=self.thread_budget())
 
     @property

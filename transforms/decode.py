@@ -6,12 +6,15 @@ returned with the frames so that annotations (boxes) can be mapped to the same p
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from transforms.remote import local_copy
 
 
 class ClipError(ValueError):
@@ -66,16 +69,26 @@ def sample_indices(start_frame: int, num_frames: int, frame_stride: int) -> list
     return [start_frame + k * frame_stride for k in range(num_frames)]
 
 
-def _open(path: str) -> cv2.VideoCapture:
-    if not os.path.exists(path):
-        raise ClipError(f"{path}: file does not exist")
-    if os.path.getsize(path) == 0:
-        raise ClipError(f"{path}: file is empty (0 bytes)")
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        cap.release()
-        raise ClipError(f"{path}: OpenCV cannot open it as a video (corrupt or unknown format)")
-    return cap
+@contextlib.contextmanager
+def _capture(path: str) -> Iterator[cv2.VideoCapture]:
+    """An opened capture of ``path``; a remote URI is copied to a worker-local temporary file
+    first (removed when the block ends)."""
+    try:
+        with local_copy(path, "video") as local:
+            if not os.path.exists(local):
+                raise ClipError(f"{path}: file does not exist")
+            if os.path.getsize(local) == 0:
+                raise ClipError(f"{path}: file is empty (0 bytes)")
+            cap = cv2.VideoCapture(local)
+            try:
+                if not cap.isOpened():
+                    raise ClipError(f"{path}: OpenCV cannot open it as a video (corrupt or "
+                                    "unknown format)")
+                yield cap
+            finally:
+                cap.release()
+    except OSError as exc:  # a remote object missing or unreadable (names the path)
+        raise ClipError(str(exc)) from exc
 
 
 def video_frame_count(path: str) -> int:
@@ -84,16 +97,13 @@ def video_frame_count(path: str) -> int:
     Raises:
         ClipError: the file is missing, empty or not a video.
     """
-    cap = _open(path)
-    try:
+    with _capture(path) as cap:
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         if count > 0:
             return count
         while cap.grab():
             count += 1
         return count
-    finally:
-        cap.release()
 
 
 def seek(cap: cv2.VideoCapture, frame: int) -> int:
@@ -129,8 +139,7 @@ def decode_clip(
     if start_frame < 0 or num_frames < 1 or frame_stride < 1:
         raise ClipError(f"{path}: bad sampling start={start_frame} frames={num_frames} "
                         f"stride={frame_stride}")
-    cap = _open(path)
-    try:
+    with _capture(path) as cap:
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         wanted = sample_indices(start_frame, num_frames, frame_stride)
         wanted_set, last = set(wanted), wanted[-1]
@@ -151,8 +160,6 @@ def decode_clip(
             crop, scale, offset = resize_and_crop(rgb, size, resize_ratio)
             frames.append(crop)
             index += 1
-    finally:
-        cap.release()
     if not frames and index == first == 0:
         raise ClipError(f"{path}: no frame could be decoded (corrupt or not a video)")
     if len(frames) < num_frames:

@@ -40,6 +40,7 @@ from models.registry import (
     load_state_dict_strict,
     state_dict_from_bytes,
 )
+from transforms.remote import local_copy
 from transforms.scoring import Scorer, check_device_name, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class ModelConfig:
         layer: the network's layer for layer-based methods (default: the registry's).
         seed: seed of freshly initialised weights.
         cache_dir: where downloaded / converted built-in weights are kept.
+        weights_uri: the built-in weights file as the driver prepared it (a local path or a
+            FileSystems URI, see ``ModelSpec.weights_file``): workers load it and fetch
+            nothing. None: the worker resolves the built-in weights itself.
+        weights_sha256: the SHA-256 that file must have (checked on the worker).
     """
 
     model: str = "tiny"
@@ -85,6 +90,8 @@ class ModelConfig:
     layer: str | None = None
     seed: int = 0
     cache_dir: str | None = None
+    weights_uri: str | None = None
+    weights_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,8 @@ class VideoModelHandler:
             state = state_dict_from_bytes(data, cfg.checkpoint)
             load_state_dict_strict(net, state, cfg.checkpoint)
             sha = hashlib.sha256(data).hexdigest()
+        elif cfg.weights_uri:
+            sha = self._staged_weights(net, spec)
         else:
             sha = self._builtin_weights(net, spec)
         net.eval()
@@ -134,6 +143,22 @@ class VideoModelHandler:
             except AttributeError:
                 raise ValueError(f"--layer {cfg.layer!r} is not a module of {spec.name}") from None
         return net, sha
+
+    def _staged_weights(self, net: nn.Module, spec: ModelSpec) -> str:
+        """Load the built-in weights from the file the driver prepared (never fetching)."""
+        cfg = self.config
+        assert spec.load_default_weights is not None and cfg.weights_uri
+        try:
+            with local_copy(cfg.weights_uri, "staged weights file") as path:
+                sha = _sha256_file(path)
+                if cfg.weights_sha256 and sha != cfg.weights_sha256:
+                    raise ValueError(f"staged weights {cfg.weights_uri} have SHA-256 {sha}, "
+                                     f"the driver prepared {cfg.weights_sha256}: the file "
+                                     "changed after the run started")
+                spec.load_default_weights(net, Path(path).parent)
+        except OSError as exc:
+            raise ValueError(str(exc)) from exc
+        return sha
 
     def _builtin_weights(self, net: nn.Module, spec: ModelSpec) -> str:
         cache = None if self.config.cache_dir is None else Path(self.config.cache_dir)
@@ -174,6 +199,14 @@ class VideoModelHandler:
     def share_tag(self) -> str:
         """Key of the per-process cache (equal handlers share one network)."""
         return repr(dataclasses.astuple(self))
+
+
+def _sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=16)

@@ -12,8 +12,10 @@ method; partition values are URI-encoded, e.g. ``:`` → ``%3A``):
 
 Commit protocol (exactly-once; README "Guarantees"): a worker buffers finished clips and
 flushes every ``clips_per_file`` clips (or ``max_file_bytes`` of maps) and at the end of each
-bundle. A flush writes each file to a hidden ``.inprogress-*`` name in its final directory and
-renames it into place, all saliency files first, then the metrics files. ``K`` is a hash of
+bundle. A flush commits each file atomically, all saliency files first, then the metrics
+files: on a file system by writing a hidden ``.inprogress-*`` name in its final directory and
+renaming it into place; on an object store (``s3://``, ``gs://``), where an upload is atomic
+and a rename is a copy plus a delete, by uploading it under its final name. ``K`` is a hash of
 the flush's row identities, so a retried flush rewrites the same names with the same rows.
 Readers (``pipeline.outputs``, pyarrow, DuckDB globs of ``*.parquet``) never see a partial
 file; a crash can leave saliency files whose metrics twin (same relative path) is missing —
@@ -43,9 +45,11 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.encoding import encode_map, pool_map, stored_dtype
 from transforms.records import ClipResult, ErrorRecord
+from transforms.remote import scheme
 
 PARTITIONS = ("model", "method")  # directory levels of saliency/ and metrics/
 INPROGRESS = ".inprogress-"  # prefix of files being written (hidden from every reader)
+OBJECT_STORES = ("s3", "gs")  # one upload is atomic there, a rename is a copy plus a delete
 SALIENCY_BATCH = 8  # Parquet row group of maps: a 16×224×224 float16 map is 1.6 MB
 
 ERROR_SCHEMA = pa.schema([
@@ -253,16 +257,30 @@ def identity_key(identities: Iterable[tuple[str, ...]]) -> str:
 # --- committing ------------------------------------------------------------------------------
 
 
-def write_parquet_atomic(path: str, table: pa.Table, row_group_size: int | None = None
-                         ) -> None:
-    """Write ``table`` to ``path`` through a hidden temporary file and one rename."""
-    buf = io.BytesIO()
-    pq.write_table(table, buf, row_group_size=row_group_size)
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the whole file or nothing.
+
+    On an object store (``s3://``, ``gs://``) one upload is atomic (the object appears when
+    the upload completes) while a rename is a copy plus a delete: the file is uploaded under
+    its final name. Elsewhere it is written to a hidden temporary name and renamed.
+    """
+    if scheme(path) in OBJECT_STORES:
+        with FileSystems.create(path) as fh:
+            fh.write(data)
+        return
     directory, name = path.rsplit("/", 1)
     tmp = FileSystems.join(directory, f"{INPROGRESS}{uuid.uuid4().hex[:12]}-{name}.tmp")
     with FileSystems.create(tmp) as fh:
-        fh.write(buf.getvalue())
+        fh.write(data)
     FileSystems.rename([tmp], [path])
+
+
+def write_parquet_atomic(path: str, table: pa.Table, row_group_size: int | None = None
+                         ) -> None:
+    """Write ``table`` to ``path`` as one Parquet file, atomically (:func:`write_atomic`)."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=row_group_size)
+    write_atomic(path, buf.getvalue())
 
 
 def commit_results(paths: OutputPaths, info: RunInfo, store: StoreOptions,

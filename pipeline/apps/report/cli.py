@@ -8,18 +8,26 @@ See :func:`parse_args` for every option and the README's "Report" section for th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import storage
 from pipeline.apps.report import compare, pictures, plots, render, tables
 from pipeline.apps.report.load import RunData, load_run
 from pipeline.apps.report.page import Figure, Section, page
 from pipeline.apps.report.read import NoOutput, Selection, read_maps
 from pipeline.apps.visualize import SCALES
+from pipeline.strict_args import check_known_args
+from transforms.remote import is_remote
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,13 @@ def parse_args(argv: Sequence[str]) -> Options:
     ap.add_argument("--changed", type=int, default=3,
                     help="with --compare: picture this many clips whose maps changed most")
     ap.add_argument("--no-animation", action="store_true", help="skip the animated GIFs")
-    a = ap.parse_args(argv)
+    ap.add_argument_group(
+        "storage", "Outputs on object storage take Beam's own storage flags, e.g. "
+        "--s3_endpoint_url, --s3_access_key_id, --s3_secret_access_key, --s3_region_name "
+        "(GCS: the machine's application-default credentials).")
+    a, rest = ap.parse_known_args(argv)
+    check_known_args(rest)  # only Beam's flags may remain (e.g. --s3_endpoint_url)
+    storage.configure(PipelineOptions(rest))
     where = tuple(Selection.parse(s) for s in a.where)
     baseline = tuple(Selection.parse(s) for s in a.baseline)
     if a.compare and same_dir(a.compare, a.output) and not where:
@@ -87,13 +101,15 @@ def parse_args(argv: Sequence[str]) -> Options:
             raise ValueError("--compare OUTPUT (one output, two variants) needs one --baseline "
                              "KEY=VALUE, or --where for the candidate as well")
         where = (baseline[0].inverted(),)
-    return Options(a.output, a.report or os.path.join(a.output, "report"), where, a.compare,
+    return Options(a.output, a.report or FileSystems.join(a.output, "report"), where, a.compare,
                    baseline, tuple(c for c in a.clips.split(",") if c), max(a.pick, 0),
                    a.pick_metric, a.pick_method, None if a.reference == "all" else a.reference,
                    a.scale, max(a.map_clips, 0), max(a.changed, 0), not a.no_animation)
 
 
 def same_dir(a: str, b: str) -> bool:
+    if is_remote(a) or is_remote(b):
+        return a.rstrip("/") == b.rstrip("/")
     return os.path.realpath(a) == os.path.realpath(b)
 
 
@@ -168,7 +184,20 @@ def describe(run: RunData, selections: Sequence[Selection]) -> str:
 
 
 def build_report(opts: Options) -> list[str]:
-    """Write the whole report; returns the paths written (index.html first)."""
+    """Write the whole report; returns the paths written (index.html first).
+
+    A report on object storage (``s3://…/report``) is drawn in a local temporary directory and
+    then copied there, replacing the previous report's files.
+    """
+    if not is_remote(opts.report):
+        return _build_report(opts)
+    with tempfile.TemporaryDirectory(prefix="vidxai-report-") as tmp:
+        paths = _build_report(dataclasses.replace(opts, report=tmp))
+        storage.publish_dir(tmp, opts.report)
+    return [FileSystems.join(opts.report, os.path.relpath(p, tmp)) for p in paths]
+
+
+def _build_report(opts: Options) -> list[str]:
     t0 = time.time()
     run = load_run(opts.output, opts.where)
     base = load_run(opts.compare, opts.baseline) if opts.compare else None
@@ -265,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
         build_report(opts)
-    except (NoOutput, ValueError) as exc:
+    except (NoOutput, ValueError) as exc:  # UnknownOptionError included
         print(f"vidxai report: error: {exc}", file=sys.stderr)
         return 2
     return 0

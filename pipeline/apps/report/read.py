@@ -9,14 +9,15 @@ record batch of the table at a time; saliency maps are read only for the keys as
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+from apache_beam.io.filesystems import FileSystems
 
+from pipeline import outputs
 from transforms.encoding import decode_map
 
 # What identifies a run variant: rows of one variant are comparable.
@@ -69,13 +70,12 @@ def open_table(root: str, table: str) -> ds.Dataset:
     Raises:
         NoOutput: one line saying what is missing.
     """
-    path = os.path.join(root, table)
-    if not os.path.isdir(root):
+    path = FileSystems.join(root, table)
+    if not outputs.exists(root):
         raise NoOutput(f"{root} does not exist (give a run's --output directory)")
-    if not os.path.isdir(path):
+    if not outputs.exists(path):
         raise NoOutput(f"{root} has no {table}/ table (is it a vidxai run's --output?)")
-    dataset = ds.dataset(path, format="parquet", partitioning="hive",
-                         exclude_invalid_files=True)
+    dataset = outputs.open_dataset(path, exclude_invalid_files=True)
     if not dataset.files:
         raise NoOutput(f"{path} holds no Parquet files (the run wrote no rows)")
     return dataset

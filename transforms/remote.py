@@ -1,0 +1,68 @@
+"""Files on any Beam FileSystem as local files, for libraries that need a path (OpenCV).
+
+A local path is used in place (the fast path). A URI with a scheme (``s3://``, ``gs://``, …)
+is streamed through Beam ``FileSystems`` into a worker-local temporary directory in chunks,
+under its own base name (so loaders that look for a file name find it), memory holding one
+chunk and disk one file; the copy is removed when the ``with`` block ends, whatever happens
+inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+CHUNK = 8 << 20  # bytes per read while copying a remote file
+
+
+def scheme(path: str) -> str:
+    """``"s3"`` for ``s3://b/k``; ``""`` for a local path (``file://`` counts as local)."""
+    head, sep, _ = path.partition("://")
+    return "" if not sep or head == "file" else head.lower()
+
+
+def is_remote(path: str) -> bool:
+    return scheme(path) != ""
+
+
+def local_path(path: str) -> str:
+    """``path`` without a ``file://`` prefix."""
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+@contextlib.contextmanager
+def local_copy(path: str, what: str = "file") -> Iterator[str]:
+    """A local path holding the content of ``path`` for the duration of the block.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names it).
+        OSError: it cannot be read (permissions, network, credentials; the message names it).
+    """
+    if not is_remote(path):
+        yield local_path(path)
+        return
+    directory = tempfile.mkdtemp(prefix="vidxai-")
+    tmp = os.path.join(directory, posixpath.basename(path.rstrip("/")) or "file")
+    try:
+        with open(tmp, "wb") as out:
+            try:
+                if not FileSystems.exists(path):
+                    raise FileNotFoundError(f"{path}: {what} does not exist")
+                with FileSystems.open(path,
+                                      compression_type=CompressionTypes.UNCOMPRESSED) as src:
+                    shutil.copyfileobj(src, out, CHUNK)
+            except FileNotFoundError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - credentials, network, permissions
+                raise OSError(f"{path}: {what} cannot be read: "
+                              f"{' '.join(str(exc).split())[:300]}") from exc
+        yield tmp
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
