@@ -3,7 +3,9 @@
 from setuptools import find_packages, setup
 
 REQUIREMENTS = [
-    "apache-beam==2.77.0",  # not the [torch]/[ml-cpu] extras: they conflict with torch 2.14
+    # [aws]: boto3 for s3:// inputs and outputs; not the [torch]/[ml-cpu] extras: they
+    # conflict with torch 2.14
+    "apache-beam[aws]==2.77.0",
     "torch==2.14.1",
     "torchvision==0.29.1",
     "opencv-python-headless>=4.9",
@@ -25,8 +27,9 @@ setup(
     py_modules=["run_pipeline"],
     install_requires=REQUIREMENTS,
     # captum: an independent implementation that the tests compare osa and gradcam against;
-    # duckdb: the tests query the Hive-partitioned outputs the way users do.
+    # duckdb: the tests query the Hive-partitioned outputs the way users do;
+    # moto[server]: a real S3 API server the object-storage tests start on 127.0.0.1.
     extras_require={"test": ["pytest>=7", "ruff>=0.4", "pandas>=2", "captum==0.9.0",
-                            "duckdb>=1.0"]},
+                            "duckdb>=1.0", "moto[server]==5.2.5"]},
     entry_points={"console_scripts": ["vidxai=run_pipeline:main"]},
 )

@@ -6,6 +6,8 @@ flattened into ``errors/``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 
 from pipeline.config import RunConfig
@@ -15,6 +17,7 @@ from transforms.explain import ExplainFn
 from transforms.flow import FlowFn
 from transforms.io import ClipSampling, ListClips
 from transforms.progress import RecordProgress
+from transforms.remote import FileSystemsOptions
 from transforms.sink import OutputPaths, RunInfo, WriteResults
 from transforms.tubes import TubesFn
 
@@ -46,24 +49,26 @@ def build_pipeline(p: beam.Pipeline, cfg: RunConfig, class_names: list[str] | No
         The ``results`` (ClipResult) and ``errors`` (ErrorRecord) PCollections.
     """
     spec = cfg.spec
+    fs = FileSystemsOptions.of(p.options)  # every step that touches files sets them first
     clips, list_errors = p | "ListClips" >> ListClips(cfg.input, sampling(cfg), class_names,
-                                                      cfg.methods, done)
+                                                      cfg.methods, done, fs)
     decoded = clips | "Decode" >> beam.ParDo(
         DecodeFn(cfg.num_frames, cfg.size, spec.resize_ratio, cfg.frame_stride,
-                 cfg.thread_budget())
+                 cfg.thread_budget(), fs)
     ).with_outputs(ERRORS, main="ok")
     flowed = decoded.ok | "Flow" >> beam.ParDo(FlowFn()).with_outputs(ERRORS, main="ok")
     tubed = flowed.ok | "Tubes" >> beam.ParDo(
         TubesFn(cfg.stride, cfg.box_size, cfg.topk)).with_outputs(ERRORS, main="ok")
+    handler = dataclasses.replace(cfg.handler(), filesystems=fs)
     explained = tubed.ok | "Explain" >> beam.ParDo(
-        ExplainFn(cfg.handler(), cfg.explain_settings())).with_outputs(ERRORS, main="ok")
+        ExplainFn(handler, cfg.explain_settings())).with_outputs(ERRORS, main="ok")
 
     errors = ((list_errors, decoded[ERRORS], flowed[ERRORS], tubed[ERRORS],
                explained[ERRORS])
               | "AllErrors" >> beam.Flatten())
     results = explained.ok
     (results, errors) | "Write" >> WriteResults(
-        OutputPaths(cfg.output), run_info(cfg, run_id), cfg.store_options())
+        OutputPaths(cfg.output), run_info(cfg, run_id), cfg.store_options(), fs)
     # Progress counts clips as they finish, not as their files are committed (a commit holds
     # up to --clips-per-file clips, so the line would jump); run.json's counts are the
     # committed ones.

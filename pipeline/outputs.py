@@ -25,10 +25,10 @@ def table_files(directory: str) -> list[str]:
     form ``directory`` was given (local path or URI); files being written (``.inprogress-*``)
     and other hidden files (``.``/``_`` names, at any level) are not committed."""
     fs, base = arrow_filesystem(directory)
-    try:
+    try:  # a missing directory, prefix or bucket lists as empty; anything else is an error
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-    except OSError:  # the bucket or a parent is missing: nothing is committed there
-        return []
+    except OSError as exc:
+        raise ValueError(f"{directory} cannot be listed: {_one_line(exc)}") from None
     prefix = directory.rstrip("/")
     found = []
     for info in infos:
@@ -87,14 +87,17 @@ def exists(directory: str) -> bool:
     """True when ``directory`` (local or remote) holds anything."""
     fs, base = arrow_filesystem(directory)
     try:
-        info = fs.get_file_info(base)
-        if info.type != pafs.FileType.NotFound:
+        if fs.get_file_info(base).type != pafs.FileType.NotFound:
             return True
         # object stores have no directories: a prefix exists when something is under it
         return bool(fs.get_file_info(pafs.FileSelector(base, recursive=True,
                                                        allow_not_found=True)))
-    except OSError:
-        return False
+    except OSError as exc:
+        raise ValueError(f"{directory} cannot be read: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def read_table(directory: str, columns: list[str] | None = None,

@@ -159,9 +159,9 @@ def _split_s3(uri: str) -> tuple[str, str]:
 
 def _check_bucket(uri: str, what: str) -> None:
     s = _settings
-    bucket, _ = _split_s3(uri)
-    try:
-        s.client().head_bucket(Bucket=bucket)
+    bucket, key = _split_s3(uri)
+    try:  # a GET (unlike HEAD) says why it is refused: InvalidAccessKeyId, NoSuchBucket, …
+        s.client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
     except Exception as exc:  # noqa: BLE001 - mapped to one line
         reason = _s3_reason(exc, s.endpoint_url)
         if reason == "the bucket does not exist":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from transforms.remote import local_copy
+from transforms.remote import NO_OPTIONS, FileSystemsOptions, local_copy
 
 
 class ClipError(ValueError):
@@ -247,12 +247,13 @@ class DecodeFn(DeadLetterFn):
     stage = "decode"
 
     def __init__(self, num_frames: int, size: int, resize_ratio: float, frame_stride: int,
-                 threads: int = 0):
+                 threads: int = 0, filesystems: FileSystemsOptions = NO_OPTIONS):
         self.num_frames, self.size = num_frames, size
         self.resize_ratio, self.frame_stride = resize_ratio, frame_stride
-        self.threads = threads
+        self.threads, self.filesystems = threads, filesystems
 
     def setup(self):
+        self.filesystems.apply()
         if self.threads > 0:  # the worker's thread budget (see RunConfig.thread_budget)
             cv2.setNumThreads(self.threads)
 

@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.records import ClipRef, ErrorRecord, make_clip_id
+from transforms.remote import NO_OPTIONS, FileSystemsOptions
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson")
@@ -267,8 +268,10 @@ class ListClips(beam.PTransform):
 
     def __init__(self, spec: str, sampling: ClipSampling,
                  class_names: Sequence[str] | None = None, methods: Sequence[str] = (),
-                 done: Mapping[str, Collection[str]] | None = None) -> None:
+                 done: Mapping[str, Collection[str]] | None = None,
+                 filesystems: FileSystemsOptions = NO_OPTIONS) -> None:
         super().__init__()
+        self.filesystems = filesystems
         self.spec, self.sampling = spec, sampling
         self.class_names = list(class_names) if class_names else None
         self.methods = tuple(methods)
@@ -278,6 +281,7 @@ class ListClips(beam.PTransform):
         s = self.sampling
 
         def emit(spec):
+            self.filesystems.apply()
             counter = beam.metrics.Metrics.counter
             for item in list_clips(spec, s.num_frames, s.frame_stride, self.class_names,
                                    s.clips_per_video, s.clip_hop):

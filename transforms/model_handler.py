@@ -40,7 +40,7 @@ from models.registry import (
     load_state_dict_strict,
     state_dict_from_bytes,
 )
-from transforms.remote import local_copy
+from transforms.remote import NO_OPTIONS, FileSystemsOptions, local_copy
 from transforms.scoring import Scorer, check_device_name, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -103,12 +103,15 @@ class VideoModelHandler:
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``, resolved where the model loads.
         precision: ``auto`` | ``fp32`` | ``bf16`` | ``fp16`` (autocast), resolved likewise.
         threads: torch CPU threads per worker process (0: torch's default).
+        filesystems: the pipeline's FileSystems options, set on the worker before the
+            weights and class names are read.
     """
 
     config: ModelConfig
     device: str = "auto"
     precision: str = "auto"
     threads: int = 0
+    filesystems: FileSystemsOptions = NO_OPTIONS
 
     def spec(self) -> ModelSpec:
         """The network's spec with the configured preprocessing overrides applied."""
@@ -189,6 +192,7 @@ class VideoModelHandler:
 
     def load_model(self) -> Scorer:
         """On the worker: threads, device, precision, network and weights → a Scorer."""
+        self.filesystems.apply()
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         device = resolve_device(self.device)

@@ -15,11 +15,40 @@ import posixpath
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 CHUNK = 8 << 20  # bytes per read while copying a remote file
+
+
+@dataclass(frozen=True)
+class FileSystemsOptions:
+    """The pipeline's options (storage endpoints and credentials among them) for Beam
+    ``FileSystems`` in a worker process.
+
+    Beam's container boot sets them in every SDK worker, but workers started by an external
+    worker pool (``--environment_type EXTERNAL``) or in-process never do, and an ``s3://``
+    read there fails with "Must provide one of client or options". Every step that reads or
+    writes files carries this object and calls :meth:`apply` first; it sets the same
+    non-default options that Beam's own worker start-up would set.
+    """
+
+    values: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, options: PipelineOptions) -> FileSystemsOptions:
+        return cls(tuple(sorted(options.get_all_options(drop_default=True).items())))
+
+    def apply(self) -> None:
+        if self.values:
+            FileSystems.set_options(PipelineOptions.from_dictionary(dict(self.values)))
+
+
+NO_OPTIONS = FileSystemsOptions()  # the process's FileSystems are left as they are
 
 
 def scheme(path: str) -> str:

@@ -45,7 +45,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.encoding import encode_map, pool_map, stored_dtype
 from transforms.records import ClipResult, ErrorRecord
-from transforms.remote import scheme
+from transforms.remote import NO_OPTIONS, FileSystemsOptions, scheme
 
 PARTITIONS = ("model", "method")  # directory levels of saliency/ and metrics/
 INPROGRESS = ".inprogress-"  # prefix of files being written (hidden from every reader)
@@ -336,8 +336,13 @@ def _map_bytes(result: ClipResult, store: StoreOptions) -> int:
 class _CommitFn(beam.DoFn):
     """Buffers records and commits them in files; emits each committed clip's id."""
 
-    def __init__(self, commit, store: StoreOptions, weigh=None) -> None:
+    def __init__(self, commit, store: StoreOptions, weigh=None,
+                 filesystems: FileSystemsOptions = NO_OPTIONS) -> None:
         self._commit, self._store, self._weigh = commit, store, weigh
+        self._filesystems = filesystems
+
+    def setup(self):
+        self._filesystems.apply()
 
     def start_bundle(self):
         self._buffer, self._bytes = [], 0
@@ -388,16 +393,20 @@ class WriteResults(beam.PTransform):
         paths: the output locations.
         info: values written next to every row.
         store: map encoding and file bounds.
+        filesystems: the pipeline's FileSystems options, set on the worker first.
     """
 
-    def __init__(self, paths: OutputPaths, info: RunInfo, store: StoreOptions) -> None:
+    def __init__(self, paths: OutputPaths, info: RunInfo, store: StoreOptions,
+                 filesystems: FileSystemsOptions = NO_OPTIONS) -> None:
         super().__init__()
         self.paths, self.info, self.store = paths, info, store
+        self.filesystems = filesystems
 
     def expand(self, pcolls):
         results, errors = pcolls
-        c = _Committer(self.paths, self.info, self.store)
+        c, fs = _Committer(self.paths, self.info, self.store), self.filesystems
         written = results | "CommitResults" >> beam.ParDo(_CommitFn(c.results, self.store,
-                                                                    c.weigh))
-        failed = errors | "CommitErrors" >> beam.ParDo(_CommitFn(c.errors, self.store))
+                                                                    c.weigh, fs))
+        failed = errors | "CommitErrors" >> beam.ParDo(_CommitFn(c.errors, self.store,
+                                                                 filesystems=fs))
         return written, failed
