@@ -311,3 +311,31 @@ def _parquet_bytes() -> bytes:
     buf = io.BytesIO()
     pq.write_table(pa.table({"a": [1, 2, 3]}), buf)
     return buf.getvalue()
+
+
+def test_a_remote_video_is_streamed_to_one_temporary_file_and_removed(s3, tmp_path):
+    """Decoding a remote video copies it through FileSystems in chunks: memory is bounded by
+    the reader's buffers (Beam's S3 reader keeps 16 MB), not by the file's size; the copy
+    keeps the object's name and is gone afterwards."""
+    import tracemalloc
+
+    from transforms.remote import local_copy
+
+    storage.configure(job.PipelineOptions(s3.flags()))
+    root = bucket(s3, "stream")
+    peaks = {}
+    for mb in (40, 160):
+        src = tmp_path / f"v{mb}.mp4"
+        src.write_bytes(os.urandom(mb << 20))
+        uri = upload(s3, src, f"{root}/deep/v{mb}.mp4")
+        tracemalloc.start()
+        try:
+            with local_copy(uri, "video") as path:
+                peaks[mb] = tracemalloc.get_traced_memory()[1] >> 20
+                assert os.path.basename(path) == f"v{mb}.mp4"
+                assert os.path.getsize(path) == mb << 20
+        finally:
+            tracemalloc.stop()
+        assert not os.path.exists(os.path.dirname(path))
+        src.unlink()
+    assert peaks[160] <= peaks[40] + 12 and peaks[160] < 72, peaks  # MB

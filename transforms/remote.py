@@ -22,7 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-CHUNK = 8 << 20  # bytes per read while copying a remote file
+CHUNK = 1 << 20  # bytes per read while copying a remote file
 
 
 @dataclass(frozen=True)
