@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+
+# Exit statuses a scheduler can act on (README: failure handling).
+EXIT_FAILED = 1  # the run ended but failed: nothing written, too many dead letters, a bug
+EXIT_USAGE = 2  # a bad option or input, found before any work
+EXIT_TEMPFAIL = 75  # another run holds the output (sysexits' EX_TEMPFAIL: try again later)
+# SIGINT / SIGTERM: 130 / 143 (128 + the signal), what was committed stays
 
 USAGE_EPILOG = ("All standard Beam options are accepted too (--runner, --direct_running_mode, "
                 "--direct_num_workers, --setup_file, ...); without --runner the job runs on "
@@ -54,16 +61,27 @@ def main(argv: list[str] | None = None) -> int:
         list_models()
         return 0
     from models.i3d_weights import WeightsUnavailable
-    from pipeline.job import RunFailed, run
+    from pipeline.job import Interrupted, RunFailed, Terminated, run
+    from pipeline.lock import LockHeld
     from pipeline.outputs import summary_table
     from transforms.sink import OutputPaths
 
+    def terminate(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
     failed = False
     try:
         info = run(argv)
     except (ValueError, WeightsUnavailable) as exc:
         print(f"vidxai: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except LockHeld as exc:
+        print(f"vidxai: error: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
+    except Interrupted as exc:
+        print(f"vidxai: {exc}", file=sys.stderr)
+        return exc.exit_code
     except RunFailed as exc:
         info, failed = exc.info, True
         print(f"vidxai: error: {exc}", file=sys.stderr)
@@ -74,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{c['clips_failed']} + skipped (already in the output) "
           f"{c['clips_skipped']}  ({info['seconds']:.1f} s)")
     print(f"results: {out.saliency}  {out.metrics}  {out.errors}  {out.run_json}")
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else 0
 
 
 def exit_now(code: int) -> None:

@@ -29,7 +29,8 @@ TARGET_KEYWORDS = ("predicted", "label")
 EXECUTION_ONLY = ("input", "output", "device", "threads", "cache_dir", "batch_size",
                   "max_failed_fraction", "progress", "checkpoint", "class_names", "recompute",
                   "clips_per_video", "clip_hop", "clips_per_file", "max_file_mb",
-                  "saliency_dtype", "saliency_pool", "workers", "incremental", "weights_uri")
+                  "saliency_dtype", "saliency_pool", "workers", "incremental", "weights_uri",
+                  "break_lock")
 _TUBES = ("aosa", "aosa_sgl", "aosa_approx", "aosa_sgl_approx", "aosa_t", "aosa_t_sgl")
 _EXTREMAL = ("ep", "step", "fep")
 # Options that change only some methods' maps: left out of the other methods' hashes, so that
@@ -84,7 +85,8 @@ class RunConfig:
     seed: int = 0
     cache_dir: str | None = None
     threads: int = 0
-    max_failed_fraction: float = 1.0
+    max_failed_fraction: float = 0.1
+    break_lock: bool = False
     progress: bool = True
     recompute: bool = False
     clips_per_video: int | None = None  # None: one clip per video (or manifest row)

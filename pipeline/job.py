@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -24,11 +26,20 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 from pipeline import storage
 from pipeline.build import build_pipeline, sampling
 from pipeline.config import RunConfig
+from pipeline.lock import Lease
 from pipeline.options import config_from_options, with_default_runner
 from pipeline.outputs import counts_from_outputs, now, versions, write_run_json
 from pipeline.progress import ProgressMonitor
-from pipeline.state import delete_configuration, done_methods, duplicate_identities, recover
+from pipeline.state import (
+    delete_configuration,
+    done_methods,
+    duplicate_identities,
+    quarantine,
+    recover,
+    remove_temporaries,
+)
 from pipeline.strict_args import check_known_args
+from transforms.deadletter import STAGE_FAILED_MARK
 from transforms.io import is_manifest, list_clips, missing_methods
 from transforms.progress import record_progress
 from transforms.records import ClipRef
@@ -146,21 +157,59 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
+class Interrupted(RuntimeError):
+    """SIGINT / SIGTERM ended the run; ``exit_code`` is 130 / 143 (128 + the signal).
+
+    Attributes:
+        info: the run record so far (also written to ``runs/<run_id>.json``).
+    """
+
+    def __init__(self, message: str, exit_code: int, info: dict | None = None) -> None:
+        super().__init__(message)
+        self.exit_code, self.info = exit_code, info or {}
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by the SIGTERM handler of ``run_pipeline.py`` (like
+    KeyboardInterrupt for SIGINT)."""
+
+
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Run the job; returns the content of ``run.json``.
 
     Incremental: clips whose every requested method ``--output`` already holds for this
     configuration (weights and each method's config hash) are skipped; ``--recompute``
     removes this configuration's rows first. Rows of other models and configurations stay.
+    The run holds the output's lease (``pipeline.lock``) from before recovery to the end.
 
     Raises:
         ValueError: a bad option or input (before any work).
-        RunFailed: more than ``--max-failed-fraction`` of the clips failed, or the counts do
-            not add up (after the outputs and run.json were written).
+        LockHeld: another run is using ``--output``.
+        RunFailed: the run wrote nothing from a non-empty input, more than
+            ``--max-failed-fraction`` of the clips failed, a clip failed with an error that is
+            not a data error, or the counts do not add up (after run.json was written).
+        Interrupted: SIGINT or SIGTERM (what was committed stays; a re-run resumes).
     """
     options, cfg, names, items = prepare(list(argv or []))
     out = OutputPaths(cfg.output)
-    run_id, started, t0 = new_run_id(), now(), time.perf_counter()
+    run_id = new_run_id()
+    lease = Lease(cfg.output, run_id, cfg.break_lock).acquire()
+    try:
+        return _run_locked(argv, test_pipeline, options, cfg, names, items, out, run_id)
+    except (KeyboardInterrupt, Terminated) as exc:
+        code = 130 if isinstance(exc, KeyboardInterrupt) else 143
+        remove_temporaries(out)
+        committed = counts_from_outputs(out, run_id)["clips_written"]
+        raise Interrupted(f"interrupted: {committed} clips committed; re-run to resume",
+                          code) from None
+    finally:
+        lease.release()
+
+
+def _run_locked(argv, test_pipeline, options, cfg: RunConfig, names, items, out: OutputPaths,
+                run_id: str) -> dict:
+    started, t0 = now(), time.perf_counter()
+    quarantined = quarantine(out, run_id)
     recovered = recover(out)
     hashes = cfg.config_hashes()
     removed = (delete_configuration(out, cfg.model, cfg.weights_sha256, hashes)
@@ -169,24 +218,26 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     refs = [i for i in items if isinstance(i, ClipRef)]
     skipped = sum(1 for r in refs if not missing_methods(r, cfg.methods, done))
     done = {r.clip_id: done[r.clip_id] for r in refs if r.clip_id in done}  # only listed
-    progress_dir = (tempfile.mkdtemp(prefix="vidxai-progress-")
-                    if cfg.progress and runs_locally(options) else None)
+    progress_dir = (new_progress_dir() if cfg.progress and runs_locally(options) else None)
     if progress_dir:
         record_progress(progress_dir, "skipped", skipped)
     p = test_pipeline or beam.Pipeline(options=options)
     build_pipeline(p, cfg, names, progress_dir, run_id, done)
     monitor = (ProgressMonitor(progress_dir, len(items)) if progress_dir
                else contextlib.nullcontext())
+    failure, counters = None, {}
     try:
         with monitor:
             result = p.run()
             result.wait_until_finish()
+        counters = {m.key.metric.name: m.committed
+                    for m in result.metrics().query()["counters"]
+                    if m.key.metric.namespace == "vidxai"}
+    except Exception as exc:  # noqa: BLE001 - a bundle failed for good: the run fails loudly
+        failure = runner_failure(exc)
     finally:
         if progress_dir:
             shutil.rmtree(progress_dir, ignore_errors=True)
-    counters = {m.key.metric.name: m.committed
-                for m in result.metrics().query()["counters"]
-                if m.key.metric.namespace == "vidxai"}
     counts = {"clips_in": counters.get("clips_in", len(items)),
               **counts_from_outputs(out, run_id),
               "clips_skipped": counters.get("clips_skipped", skipped)}
@@ -201,17 +252,58 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         "counts_consistent": counts["clips_in"] == (counts["clips_written"]
                                                     + counts["clips_failed"]
                                                     + counts["clips_skipped"]),
-        "duplicate_rows": duplicates,
+        "duplicate_rows": duplicates, "failure": failure, "quarantined": quarantined,
         "recovered": recovered, "recompute_files_removed": removed,
     }
     write_run_json(out, info)
+    if failure:
+        raise RunFailed(f"{failure}; what was committed stays, re-run to resume "
+                        f"(see {out.run_json})", info)
     if not info["counts_consistent"] or duplicates:
         raise RunFailed(f"clip counts do not add up: {info['counts']}, {duplicates} duplicate "
                         f"rows (see {out.run_json})", info)
-    clips_in = counts["clips_in"]
+    clips_in, todo = counts["clips_in"], counts["clips_in"] - counts["clips_skipped"]
+    if todo > 0 and counts["clips_written"] == 0:
+        raise RunFailed(f"nothing was written: all {todo} clips to explain were "
+                        f"dead-lettered; see {out.errors}", info)
     failed = counts["clips_failed"] / clips_in if clips_in else 0.0
     if failed > cfg.max_failed_fraction:
         raise RunFailed(f"{counts['clips_failed']} of {clips_in} clips were dead-lettered "
                         f"({failed:.0%} > --max-failed-fraction {cfg.max_failed_fraction:g}); "
                         f"see {out.errors}", info)
     return info
+
+
+def runner_failure(exc: BaseException) -> str:
+    """One line for a pipeline that failed: the clip and stage when a step named them
+    (:class:`~transforms.deadletter.StageFailed`), else the runner's first line."""
+    text = str(exc)
+    found = re.search(re.escape(STAGE_FAILED_MARK) + r"([^\n\[]+)", text)
+    if found:
+        return found.group(1).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"the pipeline failed: {type(exc).__name__}: {first[:300]}"
+
+
+PROGRESS_PREFIX = "vidxai-progress-"
+
+
+def new_progress_dir() -> str:
+    """A fresh progress directory named by this process; those of dead processes (a run
+    killed with SIGKILL cannot clean up) are removed first."""
+    base = tempfile.gettempdir()
+    for name in os.listdir(base):
+        pid = name[len(PROGRESS_PREFIX):].split("-", 1)[0]
+        if name.startswith(PROGRESS_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{PROGRESS_PREFIX}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -107,9 +107,13 @@ class VidxaiOptions(PipelineOptions):
         a("--incremental", action="store_true",
           help="exact occlusion methods recompute each layer only where the occluded box "
                "reaches (incremental inference; equal maps, fewer FLOPs)")
-        a("--max-failed-fraction", dest="max_failed_fraction", type=float, default=1.0,
-          help="fail the run (after writing what it has) when more than this fraction of the "
-               "clips was dead-lettered (default 1: never)")
+        a("--max-failed-fraction", dest="max_failed_fraction", type=float, default=0.1,
+          help="fail the run (exit 1, after writing what it has) when more than this fraction "
+               "of the clips was dead-lettered (default 0.1: a few broken videos are data, "
+               "more is a broken job; a run that writes nothing always fails)")
+        a("--break-lock", dest="break_lock", action="store_true",
+          help="take over the output's lease (OUTPUT/_lock) even when another run seems to "
+               "hold it (use only when that run is known to be dead)")
         a("--no-progress", dest="progress", action="store_false",
           help="no progress line on stderr (local runs print one)")
         a("--recompute", action="store_true",

@@ -7,19 +7,28 @@ Run on the driver, before the pipeline starts; one run per ``--output`` at a tim
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Mapping
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.outputs import iter_tables, table_files
+from pipeline.outputs import iter_tables, read_parquet, table_files
 from transforms.sink import INPROGRESS, OutputPaths, partition_dir
 
 IDENTITY = ["clip_id", "config_hash", "weights_sha256"]  # + the method partition
+log = logging.getLogger(__name__)
 
 
 def _relative(table: str, path: str) -> str:
     return path[len(table):].lstrip("/")
+
+
+def _mkdirs(directory: str) -> None:
+    try:
+        FileSystems.mkdirs(directory)
+    except OSError:  # already there (object stores have no directories to make)
+        pass
 
 
 def _delete(paths: list[str]) -> None:
@@ -39,6 +48,61 @@ def leftover_temporaries(out: OutputPaths) -> list[str]:
     return sorted(found)
 
 
+QUARANTINE = "_quarantine"  # under --output: damaged files, moved aside, never read
+REQUIRED = {  # the columns a committed file of each table must have
+    "metrics": ("clip_id", "config_hash", "weights_sha256"),
+    "saliency": ("clip_id", "config_hash", "weights_sha256", "saliency"),
+    "errors": ("clip_id", "stage", "message"),
+}
+
+
+def damage(path: str, table: str) -> str | None:
+    """Why a committed file cannot be read (footer or schema), or None when it is sound."""
+    try:
+        names = set(read_parquet(path).schema_arrow.names)
+    except Exception as exc:  # noqa: BLE001 - truncated, garbage, unreadable: all damage
+        return " ".join(str(exc).split())[:200] or type(exc).__name__
+    missing = [c for c in REQUIRED[table] if c not in names]
+    return f"columns {', '.join(missing)} are missing" if missing else None
+
+
+def quarantine(out: OutputPaths, run_id: str) -> list[dict]:
+    """Move every damaged file of the three tables to ``OUTPUT/_quarantine/<run_id>/``.
+
+    A damaged map file takes its metrics twin along (its identities must be explained again,
+    not counted as done), and a damaged metrics file leaves its map file an orphan (removed by
+    :func:`recover`); either way this run explains those clips again. Returns one record per
+    moved file (``path``, ``moved_to``, ``reason``); each is also logged on one line.
+    """
+    moved: list[dict] = []
+    damaged: dict[str, str] = {}
+    for table, root in (("metrics", out.metrics), ("saliency", out.saliency),
+                        ("errors", out.errors)):
+        for path in table_files(root):
+            reason = damage(path, table)
+            if reason:
+                damaged[path] = reason
+                if table == "saliency":
+                    twin = FileSystems.join(out.metrics, _relative(out.saliency, path))
+                    if FileSystems.exists(twin) and twin not in damaged:
+                        damaged[twin] = f"its map file {path} is damaged"
+    for path, reason in damaged.items():
+        target = FileSystems.join(out.root, QUARANTINE, run_id, path[len(out.root):]
+                                  .lstrip("/"))
+        _mkdirs(target.rsplit("/", 1)[0])
+        FileSystems.rename([path], [target])
+        log.warning("vidxai: quarantined %s (%s) -> %s", path, reason, target)
+        moved.append({"path": path, "moved_to": target, "reason": reason})
+    return moved
+
+
+def remove_temporaries(out: OutputPaths) -> int:
+    """Delete the files killed commits were writing (``.inprogress-*``); returns how many."""
+    temporaries = leftover_temporaries(out)
+    _delete(temporaries)
+    return len(temporaries)
+
+
 def recover(out: OutputPaths) -> dict:
     """Bring ``--output`` back to a committed state after a crash; returns what was removed.
 
@@ -48,8 +112,7 @@ def recover(out: OutputPaths) -> dict:
       name): every later file holding an identity already committed is removed with its
       saliency twin; the clips it held are explained again by this run.
     """
-    temporaries = leftover_temporaries(out)
-    _delete(temporaries)
+    temporaries = remove_temporaries(out)
     metrics = {_relative(out.metrics, p) for p in table_files(out.metrics)}
     orphans = [p for p in table_files(out.saliency)
                if _relative(out.saliency, p) not in metrics]
@@ -66,7 +129,7 @@ def recover(out: OutputPaths) -> dict:
     twins = [FileSystems.join(out.saliency, _relative(out.metrics, p)) for p in duplicates]
     _delete(duplicates)
     _delete([p for p in twins if FileSystems.exists(p)])
-    return {"temporaries_removed": len(temporaries), "orphan_files_removed": len(orphans),
+    return {"temporaries_removed": temporaries, "orphan_files_removed": len(orphans),
             "duplicate_files_removed": len(duplicates)}
 
 

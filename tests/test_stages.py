@@ -100,7 +100,7 @@ class _FailsOnLabel3(Method):
 
     def explain(self, engine, tubes):
         if engine.target == 3:
-            raise RuntimeError("injected failure")
+            raise ValueError("injected failure")
         return Explanation(torch.ones(engine.frame_shape))
 
 

@@ -10,7 +10,7 @@ worker process through the model handler and ``beam.utils.shared.Shared``, and e
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -172,6 +172,34 @@ from transforms.methods.base import get_method  # noqa: E402
 from transforms.model_handler import VideoModelHandler  # noqa: E402
 
 
+class DeviceOutOfMemory(ValueError):
+    """The clip does not fit the device even at half the batch size (a data error: other,
+    smaller clips still run)."""
+
+
+def explain_with_oom_retry(scorer: Scorer, item: ClipTubes, methods: list[Method],
+                           settings: ExplainSettings) -> ClipResult:
+    """:func:`explain_clip`; on a device out-of-memory error once more at half the batch
+    size (maps do not depend on it), then :class:`DeviceOutOfMemory` naming both sizes."""
+    try:
+        return explain_clip(scorer, item, methods, settings)
+    except torch.OutOfMemoryError as first:
+        _release_device_memory()
+        half = max(1, settings.batch_size // 2)
+        try:
+            return explain_clip(scorer, item, methods, replace(settings, batch_size=half))
+        except torch.OutOfMemoryError as second:
+            _release_device_memory()
+            raise DeviceOutOfMemory(
+                f"device out of memory at --batch-size {settings.batch_size} and again at "
+                f"{half}: {' '.join(str(second or first).split())[:200]}") from second
+
+
+def _release_device_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class _Holder:
     """``Shared`` keeps weak references: the network lives in a weak-referenceable object."""
 
@@ -208,7 +236,7 @@ class ExplainFn(DeadLetterFn):
         wanted = item.clip.ref.methods  # None: all; else the ones --output still lacks
         methods = (self.methods if wanted is None
                    else [m for m in self.methods if m.name in wanted])
-        result = explain_clip(self.scorer, item, methods, self.settings)
+        result = explain_with_oom_retry(self.scorer, item, methods, self.settings)
         counter = beam.metrics.Metrics.counter
         counter("vidxai", "forward_passes").inc(sum(
             m.forward_passes + (m.metrics.forward_passes if m.metrics else 0)
