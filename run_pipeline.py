@@ -61,15 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         list_models()
         return 0
     from models.i3d_weights import WeightsUnavailable
-    from pipeline.job import Interrupted, RunFailed, Terminated, run
+    from pipeline.job import Interrupted, RunFailed, on_signal, run
     from pipeline.lock import LockHeld
     from pipeline.outputs import summary_table
     from transforms.sink import OutputPaths
 
-    def terminate(signum, frame):
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, terminate)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     failed = False
     try:
         info = run(argv)

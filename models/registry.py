@@ -137,6 +137,9 @@ def state_dict_from_bytes(data: bytes, name: str) -> dict[str, torch.Tensor]:
             raise ValueError(f"checkpoint {name} is not a readable safetensors file: "
                              f"{_one_line(exc)}") from exc
     else:
+        if not data.startswith((b"PK\x03\x04", b"\x80")):  # a zip (torch.save) or a pickle
+            raise ValueError(f"checkpoint {name} is neither a torch checkpoint (a zip or pickle "
+                             f"file) nor .safetensors: it starts with {data[:16]!r}")
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle errors, truncated files, code objects refused

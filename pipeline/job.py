@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -40,7 +42,7 @@ from pipeline.state import (
 )
 from pipeline.strict_args import check_known_args
 from transforms.deadletter import STAGE_FAILED_MARK
-from transforms.io import is_manifest, list_clips, missing_methods
+from transforms.io import check_manifest, is_manifest, list_clips, missing_methods
 from transforms.progress import record_progress
 from transforms.records import ClipRef
 from transforms.remote import is_remote
@@ -119,6 +121,7 @@ def check_storage(cfg: RunConfig) -> None:
     write to ``--output``: one line each, before any work."""
     if is_manifest(cfg.input):
         storage.check_readable(cfg.input, "--input")
+        check_manifest(cfg.input, needs_labels=cfg.target == "label")
     else:
         storage.check_readable(cfg.input, "--input", must_exist=False)
     for flag, uri in (("--checkpoint", cfg.checkpoint), ("--class-names", cfg.class_names)):
@@ -170,8 +173,27 @@ class Interrupted(RuntimeError):
 
 
 class Terminated(BaseException):
-    """Raised in the main thread by the SIGTERM handler of ``run_pipeline.py`` (like
-    KeyboardInterrupt for SIGINT)."""
+    """Raised in the main thread by :func:`on_signal` for SIGINT or SIGTERM.
+
+    Attributes:
+        signum: the signal.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_signals: list[int] = []  # the signals received (Beam may wrap the exception they raise)
+
+
+def on_signal(signum, frame) -> None:
+    """SIGINT / SIGTERM handler (installed by ``run_pipeline.py``): stop the run. Logging is
+    silenced first: the runner's threads would print the interrupted steps' tracebacks, and
+    the run ends with one line instead."""
+    _signals.append(signum)
+    logging.disable(logging.CRITICAL)
+    raise Terminated(signum)
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
@@ -197,7 +219,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     try:
         return _run_locked(argv, test_pipeline, options, cfg, names, items, out, run_id)
     except (KeyboardInterrupt, Terminated) as exc:
-        code = 130 if isinstance(exc, KeyboardInterrupt) else 143
+        code = 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
         remove_temporaries(out)
         committed = counts_from_outputs(out, run_id)["clips_written"]
         raise Interrupted(f"interrupted: {committed} clips committed; re-run to resume",
@@ -234,6 +256,8 @@ def _run_locked(argv, test_pipeline, options, cfg: RunConfig, names, items, out:
                     for m in result.metrics().query()["counters"]
                     if m.key.metric.namespace == "vidxai"}
     except Exception as exc:  # noqa: BLE001 - a bundle failed for good: the run fails loudly
+        if _signals:  # the runner wrapped the interrupt in its own error
+            raise Terminated(_signals[-1]) from None
         failure = runner_failure(exc)
     finally:
         if progress_dir:
@@ -262,10 +286,10 @@ def _run_locked(argv, test_pipeline, options, cfg: RunConfig, names, items, out:
     if not info["counts_consistent"] or duplicates:
         raise RunFailed(f"clip counts do not add up: {info['counts']}, {duplicates} duplicate "
                         f"rows (see {out.run_json})", info)
-    clips_in, todo = counts["clips_in"], counts["clips_in"] - counts["clips_skipped"]
-    if todo > 0 and counts["clips_written"] == 0:
-        raise RunFailed(f"nothing was written: all {todo} clips to explain were "
-                        f"dead-lettered; see {out.errors}", info)
+    clips_in = counts["clips_in"]
+    if clips_in > 0 and counts["clips_written"] + counts["clips_skipped"] == 0:
+        raise RunFailed(f"nothing was written: all {clips_in} clips were dead-lettered; see "
+                        f"{out.errors}", info)
     failed = counts["clips_failed"] / clips_in if clips_in else 0.0
     if failed > cfg.max_failed_fraction:
         raise RunFailed(f"{counts['clips_failed']} of {clips_in} clips were dead-lettered "

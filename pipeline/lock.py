@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -215,8 +216,9 @@ class Lease:
             self.version = self.store.replace(self._payload(), found[1])
             if self.version is not None:
                 self.taken_over = other
-                log.warning("%s: took over the lease of %s", self.path,
-                            other.describe(now) if other else "an unreadable lease")
+                print(f"vidxai: {self.path}: took over the lease of "
+                      f"{other.describe(now) if other else 'an unreadable lease'}",
+                      file=sys.stderr)
                 break
         else:
             raise LockHeld(f"{self.path} changed while this run tried to take it; try again")

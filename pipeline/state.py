@@ -8,6 +8,7 @@ Run on the driver, before the pipeline starts; one run per ``--output`` at a tim
 from __future__ import annotations
 
 import logging
+import sys
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -91,7 +92,7 @@ def quarantine(out: OutputPaths, run_id: str) -> list[dict]:
                                   .lstrip("/"))
         _mkdirs(target.rsplit("/", 1)[0])
         FileSystems.rename([path], [target])
-        log.warning("vidxai: quarantined %s (%s) -> %s", path, reason, target)
+        print(f"vidxai: quarantined {path} ({reason}) -> {target}", file=sys.stderr)
         moved.append({"path": path, "moved_to": target, "reason": reason})
     return moved
 

@@ -154,7 +154,7 @@ def test_checkpoint_through_a_filesystems_uri_and_its_sha_in_hash_and_rows(tmp_p
 def test_missing_or_unfit_checkpoint_is_one_line(tmp_path, video_dir, capsys):
     MemFileSystem.FILES = {"memtest://bad.pt": torch.save.__doc__.encode()}
     for ckpt, message in (("memtest://nope.pt", "does not exist"),
-                          ("memtest://bad.pt", "cannot be read safely")):
+                          ("memtest://bad.pt", "is neither a torch checkpoint")):
         code = run_pipeline.main(["--input", str(video_dir), "--output", str(tmp_path / "o"),
                                   *SMALL, "--checkpoint", ckpt])
         err = capsys.readouterr().err.strip().splitlines()

@@ -163,7 +163,7 @@ def test_state_dict_refuses_pickled_code_without_running_it(tmp_path: Path, stat
 
 
 def test_state_dict_rejects_what_is_not_a_state_dict(state) -> None:
-    with pytest.raises(ValueError, match="checkpoint junk.pt cannot be read safely"):
+    with pytest.raises(ValueError, match="checkpoint junk.pt is neither a torch checkpoint"):
         state_dict_from_bytes(b"not a checkpoint" * 8, "junk.pt")
     with pytest.raises(ValueError, match="junk.safetensors is not a readable safetensors"):
         state_dict_from_bytes(b"not a checkpoint" * 8, "junk.safetensors")

@@ -32,6 +32,7 @@ class DecodedClip:
         source_size: (width, height) of the source video.
         fps: frames per second the container reports (0 when unknown).
         frame_indices: source frame index of each of the T frames.
+        frame_count: frames in the video as the container reports them (0: unknown).
     """
 
     frames: np.ndarray
@@ -40,6 +41,7 @@ class DecodedClip:
     source_size: tuple[int, int]
     fps: float
     frame_indices: tuple[int, ...]
+    frame_count: int = 0
 
 
 def resize_and_crop(frame: np.ndarray, size: int, resize_ratio: float = 1.0
@@ -141,6 +143,7 @@ def decode_clip(
                         f"stride={frame_stride}")
     with _capture(path) as cap:
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         wanted = sample_indices(start_frame, num_frames, frame_stride)
         wanted_set, last = set(wanted), wanted[-1]
         frames: list[np.ndarray] = []
@@ -166,7 +169,8 @@ def decode_clip(
         raise ClipError(f"{path}: too few frames: needs frames {wanted[0]}..{last} "
                         f"(stride {frame_stride}) but reading stopped at frame {index} (the "
                         "video ends there, or that frame is corrupt)")
-    return DecodedClip(np.stack(frames), scale, offset, source_size, fps, tuple(wanted))
+    return DecodedClip(np.stack(frames), scale, offset, source_size, fps, tuple(wanted),
+                       frame_count)
 
 
 def map_boxes(
@@ -264,6 +268,10 @@ class DecodeFn(DeadLetterFn):
         if ref.boxes is not None:
             boxes = tuple(clip_boxes(ref.boxes, clip.frame_indices, clip.source_size,
                                      clip.scale, clip.offset, self.size))
+        if ref.frame_range is not None and 0 < clip.frame_count <= ref.frame_range[0]:
+            raise ValueError(f"{ref.video}: frame_range [{ref.frame_range[0]}, "
+                             f"{ref.frame_range[1]}) starts after the video's last frame (it "
+                             f"has {clip.frame_count} frames)")
         frame_range = (None if ref.frame_range is None
                        else clip_frame_range(ref.frame_range, clip.frame_indices))
         yield ClipData(ref, clip.frames, boxes, frame_range)

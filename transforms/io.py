@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import io
 import json
 import os
@@ -19,6 +20,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.records import ClipRef, ErrorRecord, make_clip_id
@@ -89,21 +91,70 @@ def _frame_range(value) -> tuple[int, int] | None:
     return (value[0], value[1])
 
 
+MANIFEST_COLUMNS = ("video", "label", "start_frame", "boxes", "frame_range")
+
+
 def _manifest_rows(path: str) -> Iterator[tuple[int, dict | Exception]]:
-    with FileSystems.open(path) as fh:
-        text = io.TextIOWrapper(fh, encoding="utf-8")
-        if path.lower().endswith(".csv"):
-            for n, row in enumerate(csv.DictReader(text), start=2):
-                yield n, row
-            return
-        for n, line in enumerate(text, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                yield n, obj if isinstance(obj, dict) else ValueError("row is not a JSON object")
-            except json.JSONDecodeError as exc:
-                yield n, exc
+    """(line number, row) of a manifest; UTF-8 with or without a byte-order mark (what
+    spreadsheets save as "CSV UTF-8"), any line ends.
+
+    Raises:
+        ValueError: the file is not UTF-8 text (one line naming the byte and its place).
+    """
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            text = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
+            if path.lower().endswith(".csv"):
+                for n, row in enumerate(csv.DictReader(text), start=2):
+                    yield n, row
+                return
+            for n, line in enumerate(text, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                    yield n, obj if isinstance(obj, dict) else ValueError(
+                        "row is not a JSON object")
+                except json.JSONDecodeError as exc:
+                    yield n, exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--input {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                         f"at offset {exc.start} of a block): save it as UTF-8") from None
+    except csv.Error as exc:
+        raise ValueError(f"--input {path} is not a readable CSV file: {exc}") from None
+
+
+def check_manifest(path: str, needs_labels: bool = False) -> None:
+    """Fail in one line, before any work, when a manifest cannot be used at all: not UTF-8,
+    no rows, no ``video`` column, a misspelt known column (``lable``), or ``--target label``
+    without a ``label`` column. Single bad rows are dead letters later, not errors here.
+
+    Raises:
+        ValueError: the reason, naming the columns found and expected.
+    """
+    if not FileSystems.exists(path):
+        raise ValueError(f"--input manifest {path} does not exist")
+    found: dict[str, None] = {}
+    rows = 0
+    for _, row in _manifest_rows(path):
+        if isinstance(row, dict):
+            rows += 1
+            found.update(dict.fromkeys(str(k) for k in row if k is not None))
+    expected = "video, and optionally " + ", ".join(MANIFEST_COLUMNS[1:])
+    names = ", ".join(found) or "none"
+    if rows == 0:
+        raise ValueError(f"--input {path} holds no rows (columns found: {names})")
+    for column in found:
+        close = difflib.get_close_matches(column, MANIFEST_COLUMNS, n=1, cutoff=0.75)
+        if column not in MANIFEST_COLUMNS and close and close[0] not in found:
+            raise ValueError(f"--input {path}: unknown column {column!r} (did you mean "
+                             f"{close[0]!r}?); columns found: {names}; expected: {expected}")
+    if "video" not in found:
+        raise ValueError(f"--input {path} has no 'video' column; columns found: {names}; "
+                         f"expected: {expected}")
+    if needs_labels and "label" not in found:
+        raise ValueError(f"--target label needs a 'label' column in {path}; columns found: "
+                         f"{names}")
 
 
 def read_manifest(path: str, num_frames: int, frame_stride: int,
