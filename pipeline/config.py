@@ -49,7 +49,8 @@ RUN_ONLY = ("methods",)
 
 def hash_options(method: str, fill: str | None = None) -> tuple[str, ...]:
     """The options in ``method``'s ``config_hash``: :data:`COMMON` and what it declares it
-    reads with ``--fill`` = ``fill`` (:meth:`~transforms.methods.base.Method.options_read`).
+    reads with ``--fill`` = ``fill`` (:meth:`~transforms.methods.base.Method.options_read`);
+    a registered factory that declares nothing gets every method option (never reused wrongly).
 
     Raises:
         ValueError: unknown method.
@@ -57,12 +58,13 @@ def hash_options(method: str, fill: str | None = None) -> tuple[str, ...]:
     if method not in available_methods():
         raise ValueError(f"unknown method {method!r}; choose from "
                          f"{', '.join(available_methods())}")
-    return COMMON + tuple(METHODS[method].options_read(fill))
+    declared = getattr(METHODS[method], "options_read", None)
+    return COMMON + (method_options() if declared is None else tuple(declared(fill)))
 
 
 def method_options() -> tuple[str, ...]:
     """Every option some method reads (sorted): neither common nor execution-only."""
-    reads = {o for m in available_methods() for o in METHODS[m].reads}
+    reads = {o for m in available_methods() for o in getattr(METHODS[m], "reads", ())}
     params = {p for kind in FILL_PARAMETERS.values() for p in kind} if "fill" in reads else set()
     return tuple(sorted(reads | params))
 

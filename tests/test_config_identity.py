@@ -24,6 +24,7 @@ from pipeline.config import (
     EXECUTION_ONLY,
     RUN_ONLY,
     RunConfig,
+    hash_options,
     identity_table,
     method_options,
     option_name,
@@ -119,6 +120,24 @@ def test_the_same_class_by_name_or_index_is_the_same_configuration():
     assert by_index.config_hash("aosa") == by_name.config_hash("aosa")
     assert by_index.config_hash("aosa") != config(model="synth_small3d", size=None,
                                                   num_frames=None, target="1").config_hash("aosa")
+
+
+class Undeclared:
+    """A registered method factory that declares nothing (as a plugin or a test might)."""
+
+    def __init__(self, options=None) -> None:
+        self.options = options
+
+
+def test_a_method_that_declares_nothing_is_hashed_on_every_method_option(monkeypatch):
+    monkeypatch.setitem(METHODS, "undeclared", Undeclared)
+    assert hash_options("undeclared") == COMMON + method_options()
+    base = config(methods=("aosa", "undeclared"))
+    for option in ("t_window", "layer", "stride", "fep_keep"):
+        other = config(methods=("aosa", "undeclared"), **{option: OTHER[option]})
+        assert base.config_hash("undeclared") != other.config_hash("undeclared"), option
+    assert base.config_hash("undeclared") == config(
+        methods=("aosa", "undeclared"), batch_size=3).config_hash("undeclared")
 
 
 # --- The maps ---------------------------------------------------------------------------------
