@@ -3,6 +3,11 @@
 Every value that changes a result is part of :meth:`RunConfig.result_key`, whose hash is
 written next to every output row: rows with equal hashes were computed the same way. The
 weights enter by content (their SHA-256, from the model handler), never by file name.
+
+Each option is in exactly one of three places: :data:`COMMON` (in every method's hash),
+:data:`EXECUTION_ONLY` (in none), or read by some methods, which declare it next to their code
+(``Method.reads``, :meth:`~transforms.methods.base.Method.options_read`): a method's hash covers
+the common options and the options it reads, nothing else (:func:`hash_options`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from models.registry import ModelSpec
 from transforms.encoding import ENCODINGS, check_pool
 from transforms.explain import ExplainSettings
 from transforms.methods.aosa import AGGREGATIONS
-from transforms.methods.base import MethodOptions, available_methods, fills_used
+from transforms.methods.base import FILL_PARAMETERS, METHODS, MethodOptions, available_methods
 from transforms.model_handler import ModelConfig, VideoModelHandler
 from transforms.perturbation import FILLS, SCORES
 from transforms.scoring import PRECISIONS, check_device_name
@@ -25,22 +30,74 @@ from transforms.sink import StoreOptions
 from transforms.tubes import num_anchors
 
 TARGET_KEYWORDS = ("predicted", "label")
-# Options that change how a run executes, never what it computes (kept out of the hash).
+# Options in every method's hash. Every row of every method depends on them: the network and
+# its weights (model, num_classes, mean, std, seed of random weights, weights by SHA-256), the
+# clip it sees (num_frames, size, frame_stride), the class explained (target) and the numerics
+# (precision). The metric options are here too because every method's metrics row carries
+# the metric columns (also random's and center's, whose maps use no network).
+COMMON = ("model", "num_classes", "mean", "std", "seed", "weights_sha256", "num_frames",
+          "size", "frame_stride", "target", "precision", "metrics", "metric_steps",
+          "pointing_radius", "insertion_blur")
+# Options that change how a run executes, never what it computes (kept out of every hash).
 EXECUTION_ONLY = ("input", "output", "device", "threads", "cache_dir", "batch_size",
                   "max_failed_fraction", "progress", "checkpoint", "class_names", "recompute",
                   "clips_per_video", "clip_hop", "clips_per_file", "max_file_mb",
                   "saliency_dtype", "saliency_pool", "workers", "incremental", "weights_uri",
                   "break_lock")
-_TUBES = ("aosa", "aosa_sgl", "aosa_approx", "aosa_sgl_approx", "aosa_t", "aosa_t_sgl")
-_EXTREMAL = ("ep", "step", "fep")
-# Options that change only some methods' maps: left out of the other methods' hashes, so that
-# changing them re-explains only the methods they affect.
-METHOD_ONLY = {
-    "aggregation": _TUBES, "approx_adjust": ("aosa_approx", "aosa_sgl_approx"),
-    "t_window": ("aosa_t", "aosa_t_sgl"), "t_hop": ("aosa_t", "aosa_t_sgl"),
-    "ep_iterations": _EXTREMAL, "ep_areas": _EXTREMAL, "fep_keep": ("fep",),
-    "layer": ("gradcam", "gradcam_frame"),
-}
+# In the whole run's hash only (each method's rows do not depend on which others ran).
+RUN_ONLY = ("methods",)
+
+
+def hash_options(method: str, fill: str | None = None) -> tuple[str, ...]:
+    """The options in ``method``'s ``config_hash``: :data:`COMMON` and what it declares it
+    reads with ``--fill`` = ``fill`` (:meth:`~transforms.methods.base.Method.options_read`);
+    a registered factory that declares nothing gets every method option (never reused wrongly).
+
+    Raises:
+        ValueError: unknown method.
+    """
+    if method not in available_methods():
+        raise ValueError(f"unknown method {method!r}; choose from "
+                         f"{', '.join(available_methods())}")
+    declared = getattr(METHODS[method], "options_read", None)
+    return COMMON + (method_options() if declared is None else tuple(declared(fill)))
+
+
+def method_options() -> tuple[str, ...]:
+    """Every option some method reads (sorted): neither common nor execution-only."""
+    reads = {o for m in available_methods() for o in getattr(METHODS[m], "reads", ())}
+    params = {p for kind in FILL_PARAMETERS.values() for p in kind} if "fill" in reads else set()
+    return tuple(sorted(reads | params))
+
+
+_FLAGS = {"metrics": "--no-metrics", "approx_adjust": "--no-approx-adjust",
+          "weights_sha256": "the weights' SHA-256"}
+
+
+def option_name(field: str) -> str:
+    """How the README names a RunConfig field: its command-line flag."""
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def identity_table() -> str:
+    """The README's account of what enters each method's ``config_hash`` (markdown), generated
+    from :data:`COMMON` and the methods' declarations."""
+    def names(fields) -> str:
+        return ", ".join(f"`{n}`" if n.startswith("--") else n
+                         for n in map(option_name, fields)) or "none"
+
+    lines = [f"Common to every method: {names(COMMON)}.", "",
+             "| method | options in its `config_hash` besides the common ones | fill parameter |",
+             "| --- | --- | --- |"]
+    for m in available_methods():
+        cls = METHODS[m]
+        fills = (*FILL_PARAMETERS, None)
+        params = dict.fromkeys(p for k in fills for p in cls.options_read(k) if p not in cls.reads)
+        when = ["{} with {}".format(f"`{option_name(p)}`", " or ".join(
+            f"`--fill {k}`" if k else "no `--fill`" for k in fills if p in cls.options_read(k)))
+            for p in params]
+        lines.append(f"| `{m}` | {names(cls.reads)} | {'; '.join(when) or '-'} |")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -278,33 +335,24 @@ class RunConfig:
             incremental=self.incremental)
 
     def result_key(self, method: str | None = None) -> dict:
-        """The fields that change results (output location and execution knobs excluded;
-        the weights by their SHA-256, never by file name).
+        """The fields that change results (the weights by their SHA-256, never by file name).
 
         Args:
-            method: the key of one method's maps: without the method list, and without the
-                options that only change other methods (``METHOD_ONLY``, fill parameters of
-                fills it does not use). None: the whole run's key.
+            method: the key of one method's rows: :data:`COMMON` and the options the method
+                reads (:func:`hash_options`), nothing else. None: the whole run's key, the
+                union of its methods' keys and the method list.
         """
         if self.weights_sha256 is None:
             raise ValueError("config_hash needs weights_sha256 (validate the model first)")
-        key = dataclasses.asdict(self)
-        for k in EXECUTION_ONLY:
-            key.pop(k)
+        if method is not None:
+            names = hash_options(method, self.fill)
+        else:
+            names = tuple(dict.fromkeys(o for m in self.methods
+                                        for o in hash_options(m, self.fill))) + RUN_ONLY
+        values = dataclasses.asdict(self)
+        key = {name: values[name] for name in names}
         fixed = self.fixed_target()
         key["target"] = self.target if fixed is None else fixed
-        methods = self.methods
-        if method is not None:
-            key.pop("methods")
-            methods = (method,)
-            for option, users in METHOD_ONLY.items():
-                if method not in users:
-                    key.pop(option)
-        used = fills_used(methods, self.fill)  # fill parameters matter only where used
-        if "blur" not in used:
-            key.pop("fill_sigma")
-        if "local_mean" not in used:
-            key.pop("fill_window")
         return key
 
     def config_hash(self, method: str | None = None) -> str:

@@ -67,11 +67,14 @@ def test_each_method_hash_leaves_out_what_only_other_methods_use():
     assert base.config_hash("aosa") == other.config_hash("aosa")
     assert base.config_hash("aosa") == dataclasses.replace(
         base, saliency_dtype="uint8", clips_per_file=3, recompute=True).config_hash("aosa")
-    # ... but those of the methods that use them do, and so does a shared option.
+    # ... but those of the methods that use them do, and so does a shared option; a tube
+    # option changes the tube methods' hashes only (tests/test_config_identity.py: all).
     assert base.config_hash("aosa_t") != other.config_hash("aosa_t")
     assert base.config_hash("step") != other.config_hash("step")
     for m in base.methods:
-        assert base.config_hash(m) != dataclasses.replace(base, stride=4).config_hash(m)
+        assert base.config_hash(m) != dataclasses.replace(base, precision="bf16").config_hash(m)
+        assert ((base.config_hash(m) != dataclasses.replace(base, stride=4).config_hash(m))
+                == (m != "step"))
     assert base.config_hashes() == {m: base.config_hash(m) for m in base.methods}
     # The run's own hash still names the whole run, method list included.
     assert base.config_hash() != other.config_hash()

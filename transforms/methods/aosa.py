@@ -149,6 +149,7 @@ class AOSA(_TubeOcclusion):
 
     name = "aosa"
     integrate = True
+    reads = ("stride", "box_size", "topk", "aggregation", "fill", "score")
 
 
 @register_method("aosa_sgl")
@@ -157,3 +158,4 @@ class AOSASingle(_TubeOcclusion):
 
     name = "aosa_sgl"
     integrate = False
+    reads = ("stride", "box_size", "aggregation", "fill", "score")  # no partners: no --topk

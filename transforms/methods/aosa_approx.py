@@ -429,6 +429,7 @@ class AOSAApprox(_TubeTaylor):
 
     name = "aosa_approx"
     integrate = True
+    reads = ("stride", "box_size", "topk", "aggregation", "fill", "score", "approx_adjust")
 
 
 @register_method("aosa_sgl_approx")
@@ -437,3 +438,4 @@ class AOSASingleApprox(_TubeTaylor):
 
     name = "aosa_sgl_approx"
     integrate = False
+    reads = ("stride", "box_size", "aggregation", "fill", "score", "approx_adjust")

@@ -192,6 +192,7 @@ class AOSAT(_WindowedTubeOcclusion):
 
     name = "aosa_t"
     integrate = True
+    reads = ("stride", "box_size", "topk", "aggregation", "fill", "score", "t_window", "t_hop")
 
 
 @register_method("aosa_t_sgl")
@@ -200,3 +201,4 @@ class AOSATSingle(_WindowedTubeOcclusion):
 
     name = "aosa_t_sgl"
     integrate = False
+    reads = ("stride", "box_size", "aggregation", "fill", "score", "t_window", "t_hop")

@@ -75,13 +75,34 @@ class Explanation:
     saliency: torch.Tensor
 
 
+FILL_PARAMETERS: dict[str, tuple[str, ...]] = {"blur": ("fill_sigma",),
+                                               "local_mean": ("fill_window",)}
+"""The run options (``RunConfig`` fields) each fill reads besides ``fill`` itself."""
+
+
 class Method(ABC):
-    """An explanation method. Subclasses set ``name`` and implement :meth:`explain`."""
+    """An explanation method. Subclasses set ``name`` and implement :meth:`explain`.
+
+    ``reads`` names the run options (``pipeline.config.RunConfig`` field names) this method's
+    map depends on besides the options every method's rows depend on
+    (``pipeline.config.COMMON``); its ``config_hash`` covers exactly those
+    (:meth:`options_read`). ``tests/test_config_identity.py`` checks each declaration against
+    the maps: an option changes the map if and only if the method declares it.
+    """
 
     name: str = ""
     needs_tubes: bool = False
     uses_network: bool = True  # its cost includes the clean forward it shares (False: none)
     default_fill: str = "mean"  # the fill used when --fill is not given
+    reads: tuple[str, ...] = ()
+
+    @classmethod
+    def options_read(cls, fill: str | None) -> tuple[str, ...]:
+        """``reads``, plus the parameter of the fill in use (``fill``, else ``default_fill``)
+        when the method reads ``fill``."""
+        if "fill" not in cls.reads:
+            return cls.reads
+        return cls.reads + FILL_PARAMETERS.get(fill or cls.default_fill, ())
 
     def __init__(self, options: MethodOptions | None = None) -> None:
         self.options = options or MethodOptions()
@@ -106,14 +127,6 @@ def register_method(name: str):
         return factory
 
     return wrap
-
-
-def fills_used(methods: tuple[str, ...], fill: str | None) -> set[str]:
-    """The fills a run uses: ``fill`` for every method, or each method's own default."""
-    if fill is not None:
-        return {fill}
-    available_methods()
-    return {getattr(METHODS[m], "default_fill", "mean") for m in methods if m in METHODS}
 
 
 def get_method(name: str, options: MethodOptions | None = None) -> Method:

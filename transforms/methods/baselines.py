@@ -28,6 +28,7 @@ class _ReferenceMap(Method):
     """A map computed from the clip's shape (and values) alone: no network pass."""
 
     uses_network = False
+    reads = ()  # the clip's shape (and values) only
 
     def make_map(self, x: torch.Tensor) -> np.ndarray:
         """float32 (T, H, W) for the normalised clip ``x`` (3, T, H, W)."""

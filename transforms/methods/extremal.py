@@ -434,6 +434,13 @@ class _Extremal(Method):
     default_fill = "blur"
     smooth: bool = False  # STEP's temporal difference term
     low_pass: bool = False  # F-EP's gradient modulation
+    # No --score: the reward is the logit whatever it is (module docstring).
+    reads = ("ep_iterations", "ep_areas", "fill")
+
+    @classmethod
+    def options_read(cls, fill: str | None) -> tuple[str, ...]:
+        """The default blur's sigma is the method's own (:meth:`fill`), not --fill-sigma."""
+        return super().options_read(fill) if fill is not None else cls.reads
 
     def settings(self) -> EPSettings:
         opts = self.options
@@ -480,3 +487,4 @@ class FEP(_Extremal):
 
     name = "fep"
     low_pass = True
+    reads = ("ep_iterations", "ep_areas", "fill", "fep_keep")

@@ -164,6 +164,7 @@ class _GradCAM(Method):
     """Grad-CAM on ``options.layer`` or the network's ``gradcam_layer`` (see module)."""
 
     per_frame: bool = False
+    reads = ("layer", "score")
 
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
         layer = self.options.layer or engine.scorer.spec.gradcam_layer

@@ -208,6 +208,7 @@ class OSA(Method):
     """
 
     name = "osa"
+    reads = ("fill", "score")  # the cuboid is the paper's, scaled to the clip: no tube option
 
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
         shape = engine.frame_shape

@@ -1,0 +1,222 @@
+"""Per-method configuration identity: each method's ``config_hash`` covers the common options
+and exactly the options the method reads (``Method.reads``), checked against the maps.
+
+Every RunConfig option is enumerated (a new field fails these tests until it is classified and
+given a second value here). The map test runs every method on one small clip with the tiny
+network through :func:`transforms.explain.explain_clip` (the pipeline's per-clip function),
+tubes built from the clip's Farneback flow with the configuration's ``stride`` / ``box_size`` /
+``topk``, as the pipeline does: a method-specific option changes a method's map if and only
+if the method declares it, and its hash changes exactly then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import (
+    COMMON,
+    EXECUTION_ONLY,
+    RUN_ONLY,
+    RunConfig,
+    hash_options,
+    identity_table,
+    method_options,
+    option_name,
+)
+from tests.test_tubes import translating_clip
+from transforms.explain import explain_clip
+from transforms.flow import farneback_flow
+from transforms.methods.base import FILL_PARAMETERS, METHODS, available_methods, get_method
+from transforms.records import ClipData, ClipRef, ClipTubes
+from transforms.scoring import Scorer
+from transforms.tubes import build_tubes
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+METHOD_NAMES = tuple(available_methods())
+FILL_PARAMS = tuple(p for params in FILL_PARAMETERS.values() for p in params)
+
+# A small valid configuration; the defaults derived from others (box size, fill parameters)
+# are given so that changing one option changes nothing else.
+BASE = dict(input="in", output="out", model="tiny", size=24, num_frames=8, stride=6,
+            box_size=12, topk=2, fill_sigma=1.0, fill_window=8, pointing_radius=1.5,
+            ep_iterations=3, ep_areas=(0.1, 0.3), batch_size=8, metric_steps=4, device="cpu",
+            methods=METHOD_NAMES)
+
+# A second valid value of every option.
+OTHER = {
+    "input": "in2", "output": "out2", "model": "r3d_18", "checkpoint": "/x/w.pt",
+    "num_classes": 5, "mean": (0.4, 0.4, 0.4), "std": (0.3, 0.3, 0.3),
+    "class_names": "names.txt", "layer": "stem", "methods": ("aosa", "osa"), "stride": 8,
+    "box_size": 8, "topk": 1, "num_frames": 6, "size": 32, "frame_stride": 2,
+    "batch_size": 3, "device": "cuda:0", "precision": "bf16", "target": "label",
+    "score": "logit", "aggregation": "paper", "fill": "blur", "fill_sigma": 3.0,
+    "fill_window": 3, "approx_adjust": False, "t_window": 2, "t_hop": 1,
+    "ep_iterations": 4, "ep_areas": (0.2, 0.3), "fep_keep": 0.25, "metrics": False,
+    "metric_steps": 5, "pointing_radius": 3.0, "insertion_blur": 1.0, "seed": 1,
+    "cache_dir": "/c", "threads": 2, "max_failed_fraction": 0.5, "progress": False,
+    "recompute": True, "clips_per_video": 2, "clip_hop": 4, "clips_per_file": 3,
+    "max_file_mb": 2, "saliency_dtype": "uint8", "saliency_pool": (2, 2), "workers": 2,
+    "incremental": True, "weights_sha256": "1" * 64, "weights_uri": "/w.pt", "break_lock": True,
+}
+
+
+def config(**changes) -> RunConfig:
+    """The resolved base configuration with ``changes`` (validated as a run would be)."""
+    cfg = RunConfig(**{**BASE, **changes}).resolve()
+    return dataclasses.replace(cfg, weights_sha256=changes.get("weights_sha256", "0" * 64))
+
+
+def cases() -> list[tuple[str, str | None]]:
+    """(option, --fill of the base configuration): the fill parameters under every fill."""
+    return [(f, None) for f in FIELDS] + [(p, kind) for p in FILL_PARAMS
+                                          for kind in FILL_PARAMETERS]
+
+
+def reads(method: str, fill: str | None) -> tuple[str, ...]:
+    return METHODS[method].options_read(fill)
+
+
+def test_every_option_is_classified_once():
+    groups = {"COMMON": COMMON, "EXECUTION_ONLY": EXECUTION_ONLY, "RUN_ONLY": RUN_ONLY,
+              "read by a method": method_options()}
+    seen: dict[str, list[str]] = {}
+    for group, names in groups.items():
+        for name in names:
+            seen.setdefault(name, []).append(group)
+    assert {n: g for n, g in seen.items() if len(g) > 1} == {}
+    assert set(seen) == set(FIELDS), "every RunConfig field needs one place"
+    assert set(OTHER) == set(FIELDS), "every option needs a second value in OTHER"
+    for m in METHOD_NAMES:  # declarations name real options
+        assert set(METHODS[m].reads) <= set(FIELDS) - set(COMMON), m
+
+
+def test_an_option_changes_exactly_the_hashes_of_the_methods_that_read_it():
+    wrong = []
+    for option, fill in cases():
+        base = config(fill=fill)
+        other = config(**{"fill": fill, option: OTHER[option]})
+        for m in METHOD_NAMES:
+            changed = base.config_hash(m) != other.config_hash(m)
+            expected = option in COMMON or option in reads(m, fill)
+            if changed != expected:
+                wrong.append((option, fill, m, changed))
+        read_by_run = option in COMMON + RUN_ONLY or any(option in reads(m, fill)
+                                                         for m in METHOD_NAMES)
+        if (base.config_hash() != other.config_hash()) != read_by_run:
+            wrong.append((option, fill, "(run)", not read_by_run))
+    assert wrong == [], "(option, --fill, method, hash changed) against the declarations"
+
+
+def test_the_same_class_by_name_or_index_is_the_same_configuration():
+    by_index = config(model="synth_small3d", size=None, num_frames=None, target="2")
+    by_name = config(model="synth_small3d", size=None, num_frames=None, target="move_up")
+    assert by_index.config_hash("aosa") == by_name.config_hash("aosa")
+    assert by_index.config_hash("aosa") != config(model="synth_small3d", size=None,
+                                                  num_frames=None, target="1").config_hash("aosa")
+
+
+class Undeclared:
+    """A registered method factory that declares nothing (as a plugin or a test might)."""
+
+    def __init__(self, options=None) -> None:
+        self.options = options
+
+
+def test_a_method_that_declares_nothing_is_hashed_on_every_method_option(monkeypatch):
+    monkeypatch.setitem(METHODS, "undeclared", Undeclared)
+    assert hash_options("undeclared") == COMMON + method_options()
+    base = config(methods=("aosa", "undeclared"))
+    for option in ("t_window", "layer", "stride", "fep_keep"):
+        other = config(methods=("aosa", "undeclared"), **{option: OTHER[option]})
+        assert base.config_hash("undeclared") != other.config_hash("undeclared"), option
+    assert base.config_hash("undeclared") == config(
+        methods=("aosa", "undeclared"), batch_size=3).config_hash("undeclared")
+
+
+# --- The maps ---------------------------------------------------------------------------------
+
+# The adjustment acts only on outlying estimates: 16 masks (stride 6) have none on this clip,
+# 36 (stride 4) do.
+MAP_BASE = {"approx_adjust": dict(stride=4, box_size=8)}
+FRAMES = translating_clip(2, 1, frames=BASE["num_frames"], size=BASE["size"], seed=3)
+FLOW = farneback_flow(FRAMES)
+_SCORERS: dict[str, Scorer] = {}
+_MAPS: dict[tuple[RunConfig, str], np.ndarray] = {}
+
+
+def explain_map(cfg: RunConfig, method: str) -> np.ndarray:
+    """``method``'s map of the clip under ``cfg``, as the pipeline's tubes and explain stages
+    compute it (metrics off: they never change a map)."""
+    if (cfg, method) not in _MAPS:
+        handler = cfg.handler()
+        scorer = _SCORERS.setdefault(handler.share_tag(), handler.load_model())
+        tubes = build_tubes(FLOW, cfg.stride, (cfg.box_size, cfg.box_size), cfg.topk)
+        item = ClipTubes(ClipData(ClipRef("clip", "clip.avi"), FRAMES), tubes)
+        settings = dataclasses.replace(cfg.explain_settings(), methods=(method,),
+                                       metrics=False)
+        result = explain_clip(scorer, item, [get_method(method, cfg.method_options())],
+                              settings)
+        _MAPS[cfg, method] = result.methods[0].saliency
+    return _MAPS[cfg, method]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: torch's threads only contend for the shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("option,fill", [(o, f) for o, f in cases() if o in method_options()])
+def test_an_option_changes_a_map_if_and_only_if_the_method_declares_it(option, fill,
+                                                                     one_thread):
+    base = config(**{"fill": fill, **MAP_BASE.get(option, {})})
+    other = dataclasses.replace(base, **{option: OTHER[option]}).resolve()
+    wrong = []
+    for m in METHOD_NAMES:
+        a, b = explain_map(base, m), explain_map(other, m)
+        declared = option in reads(m, fill)
+        # Unread: the same computation, bit for bit. Read: a real difference.
+        changed = not np.array_equal(a, b)
+        if changed and declared:
+            changed = not np.allclose(a, b, rtol=1e-4, atol=1e-6 * max(1.0, np.abs(a).max()))
+        hash_changed = base.config_hash(m) != other.config_hash(m)
+        if changed != declared or hash_changed != declared:
+            wrong.append((m, f"declared={declared}", f"map changed={changed}",
+                          f"hash changed={hash_changed}"))
+    assert wrong == [], f"--{option} (base --fill {fill})"
+
+
+# --- The README -------------------------------------------------------------------------------
+
+START, END = "<!-- config-hash-table -->", "<!-- /config-hash-table -->"
+
+
+def test_the_readme_states_what_enters_each_hash():
+    text = README.read_text()
+    assert START in text and END in text
+    block = text[text.index(START) + len(START):text.index(END)].strip()
+    assert block == identity_table(), (
+        "README's config_hash table is stale: replace the block between the markers with "
+        "the output of python -c 'from pipeline.config import identity_table; "
+        "print(identity_table())'")
+
+
+def test_the_table_names_real_flags():
+    from pipeline.options import VidxaiOptions
+
+    parser = argparse.ArgumentParser()
+    VidxaiOptions._add_argparse_args(parser)
+    flags = {s for action in parser._actions for s in action.option_strings}
+    named = {option_name(f) for f in (*COMMON, *method_options())}
+    assert {n for n in named if n.startswith("--")} <= flags
+    assert {n for n in named if not n.startswith("--")} == {option_name("weights_sha256")}
