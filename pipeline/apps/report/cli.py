@@ -202,7 +202,7 @@ def describe(run: RunData, selections: Sequence[Selection]) -> str:
     clips = len(set(run.strings("clip_id")))
     types = collections.Counter(e["error_type"] for e in run.failures)
     errors = ", ".join(f"{k} {v}" for k, v in types.most_common())
-    failed = f"{len(run.failures)} failed clips ({errors})" if errors else "no failed clip"
+    failed = f"{len(run.failures)} failed clips" + (f" ({errors})" if errors else "")
     return (f"{run.root}{sel}: {run.scalars.num_rows} metrics rows, {clips} clips written; "
             f"{failed} in their latest state ({run.error_rows} dead-letter rows in errors/, "
             f"clips written by a later run included).")

@@ -89,6 +89,9 @@ class Unreadable:
 EXPECTED = {"metrics": METRICS_SCHEMA, "errors": ERROR_SCHEMA,
             "saliency": saliency_schema((1, 1, 1))}
 LOOSE = frozenset({"saliency"})
+# Columns every file of a table has had: a file without them belongs to another table.
+REQUIRED = {"metrics": ("clip_id", "deletion_auc"), "saliency": ("clip_id", "saliency"),
+            "errors": ("clip_id", "error_type")}
 CHECK_THREADS = 16  # footers are read in parallel (one small read each, remote or local)
 
 
@@ -103,8 +106,9 @@ def check_file(path: str, table: str) -> tuple[pa.Schema | None, str]:
     except Exception as exc:  # noqa: BLE001 - any unreadable footer is named, not raised
         return None, " ".join(str(exc).split())[:200] or type(exc).__name__
     expected = EXPECTED[table]
-    if "clip_id" not in schema.names:
-        return None, f"no clip_id column: not a {table}/ file"
+    for name in REQUIRED[table]:
+        if name not in schema.names:
+            return None, f"no {name} column: not a {table}/ file"
     for field in schema:
         if field.name in expected.names and field.name not in LOOSE:
             want = expected.field(field.name).type
