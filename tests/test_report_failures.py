@@ -284,3 +284,22 @@ def test_a_damaged_saliency_file_is_named_even_without_pictures(tmp_path, capsys
     victim.write_bytes(victim.read_bytes()[:-20])
     assert cli.main(["--output", str(out), "--pick", "0", "--no-animation"]) == 0
     assert f"{victim} cannot be read" in capsys.readouterr().err
+
+
+def test_damaged_files_on_object_storage_are_named_by_their_uri(damaged, tmp_path, capsys):
+    """The same damaged output in an S3 bucket (a real S3 API on loopback, moto's server)."""
+    from tests.services import s3_server
+
+    out, files = damaged
+    with s3_server() as s3:
+        s3.client().create_bucket(Bucket="dmg")
+        for f in out.rglob("*.parquet"):
+            s3.client().upload_file(str(f), "dmg", f"o/{f.relative_to(out)}")
+        rep = tmp_path / "rep"
+        assert run_pipeline.main(["report", "--output", "s3://dmg/o", "--report", str(rep),
+                                  "--no-animation", *s3.flags()]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "cannot be read" in line]
+    assert sorted(line.split()[3] for line in warnings) == sorted(
+        f"s3://dmg/o/{f.relative_to(out)}" for f in files)
+    summary = {r["method"]: r for r in csv.DictReader((rep / "summary.csv").open())}
+    assert summary["aosa"]["clips"] == str(len(CLIPS))
