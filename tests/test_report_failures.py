@@ -152,8 +152,8 @@ def test_failed_clips_are_counted_in_their_latest_state(tmp_path):
     assert set(rows[0]) >= {"clip_id", "video", "start_frame", "stage", "error_type",
                             "message", "run_id"}
     page, md = (rep / "index.html").read_text(), (rep / "summary.md").read_text()
-    assert "2 failed clips (OSError 1, ValueError 1) in their latest state (5 dead-letter " \
-           "rows" in md
+    assert "2 failed clips (OSError 1, ValueError 1) in their latest state (dead-letter rows " \
+           "in errors/: 5," in md
     assert page.count("<td>lost</td>") == 1 and "## Failed clips" in md
 
 
@@ -266,7 +266,7 @@ def test_real_runs_clip_failing_then_written_and_boxes_drawn(tmp_path, video_dir
     rep = out / "report"
     assert list(csv.DictReader((rep / "failures.csv").open())) == []
     page = (rep / "index.html").read_text()
-    assert "0 failed clips in their latest state (1 dead-letter rows" in page
+    assert "0 failed clips in their latest state (dead-letter rows in errors/: 1," in page
     assert has_colour(next((rep / "clips").glob("good_0_*.png")), GREEN)
     assert not has_colour(next((rep / "clips").glob("good_1_*.png")), GREEN)
     # the boxes come from the manifest the run read: without it nothing is drawn, and said

@@ -202,10 +202,11 @@ def describe(run: RunData, selections: Sequence[Selection]) -> str:
     clips = len(set(run.strings("clip_id")))
     types = collections.Counter(e["error_type"] for e in run.failures)
     errors = ", ".join(f"{k} {v}" for k, v in types.most_common())
-    failed = f"{len(run.failures)} failed clips" + (f" ({errors})" if errors else "")
+    n = len(run.failures)
+    failed = f"{n} failed clip{'' if n == 1 else 's'}" + (f" ({errors})" if errors else "")
     return (f"{run.root}{sel}: {run.scalars.num_rows} metrics rows, {clips} clips written; "
-            f"{failed} in their latest state ({run.error_rows} dead-letter rows in errors/, "
-            f"clips written by a later run included).")
+            f"{failed} in their latest state (dead-letter rows in errors/: {run.error_rows}, "
+            f"those of clips written by a later run included).")
 
 
 def unreadable_lines(*runs: RunData | None) -> list[str]:

@@ -94,8 +94,10 @@ def grid_png(path: str, frames: np.ndarray, rows: Sequence[tuple[str, np.ndarray
     """
     grid = method_grid(frames, rows, scale=scale, boxes=boxes)
     row_h = grid.shape[0] // (len(rows) + 1)  # the frames' row, then one per map, equal
+    bars = np.full((grid.shape[0], SWATCH + 2, 3), 255, np.uint8)
     for r, colour in enumerate(colours, start=1):
-        grid[r * row_h:(r + 1) * row_h, :SWATCH] = colour
+        bars[r * row_h:(r + 1) * row_h, :SWATCH] = colour
+    grid = np.concatenate([bars, grid], 1)
     band = np.full((22, grid.shape[1], 3), 255, np.uint8)
     cv2.putText(band, f"{title} [{SCALES[scale]}]"[:150], (4, 15), cv2.FONT_HERSHEY_SIMPLEX,
                 0.45, (0, 0, 0), 1)

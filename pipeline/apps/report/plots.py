@@ -47,7 +47,9 @@ def distributions(run: RunData, metrics: Sequence[Metric], path: str) -> str:
             v = run.column(m.column, idx)
             data.append(v[np.isfinite(v)])
         boxes = ax.boxplot([d if d.size else [np.nan] for d in data], showmeans=True,
-                           patch_artist=True)
+                           patch_artist=True, medianprops={"color": "black"},
+                           meanprops={"marker": "^", "markerfacecolor": "white",
+                                      "markeredgecolor": "black"})  # no method's colour
         for box, g in zip(boxes["boxes"], groups, strict=True):
             box.set_facecolor(method_colour(g[3]))
         ax.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right", fontsize=7)
