@@ -108,6 +108,14 @@ def test_files_of_another_table_or_types_are_named_by_their_schema(tmp_path):
     assert sorted(set(run.strings("clip_id"))) == CLIPS
 
 
+def test_two_variants_of_one_damaged_output_name_each_file_once(damaged, capsys):
+    out, files = damaged
+    assert cli.main(["--output", str(out), "--compare", str(out), "--baseline", "method=aosa",
+                     "--no-animation", "--pick", "0"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "cannot be read" in line]
+    assert sorted(warnings) == sorted(set(warnings)) and len(warnings) == len(files)
+
+
 def test_only_damaged_files_in_metrics_is_one_line_exit_2(tmp_path, capsys):
     metrics, maps = run_rows()
     out = write_output(tmp_path / "o", metrics, maps)

@@ -210,9 +210,10 @@ def describe(run: RunData, selections: Sequence[Selection]) -> str:
 
 
 def unreadable_lines(*runs: RunData | None) -> list[str]:
-    """One line per file of the outputs that could not be read."""
-    return [str(u) for r in runs if r is not None and r.output is not None
-            for u in r.output.unreadable]
+    """One line per file of the outputs that could not be read (once, when both runs are one
+    output)."""
+    return list(dict.fromkeys(str(u) for r in runs if r is not None and r.output is not None
+                              for u in r.output.unreadable))
 
 
 def build_report(opts: Options) -> list[str]:
