@@ -7,28 +7,31 @@ grows by ~100 bytes per metrics row and never with the maps.
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.apps.report.failures import latest_failures, latest_written
 from pipeline.apps.report.read import (
     VARIANT_KEYS,
     NoOutput,
+    Output,
     Selection,
+    as_output,
     combined_filter,
-    open_table,
-    scan,
 )
 from pipeline.apps.report.stats import CurveMean
 
-SCALARS = ("clip_id", "video", "method", *VARIANT_KEYS, "label", "label_name", "predicted",
-           "predicted_name", "correct", "deletion_auc", "insertion_auc", "spt_rate",
-           "spt_hits", "spt_frames", "tpt_hit", "t_above_median_share", "seconds",
+SCALARS = ("clip_id", "video", "start_frame", "run_id", "method", *VARIANT_KEYS, "label",
+           "label_name", "predicted", "predicted_name", "correct", "deletion_auc",
+           "insertion_auc", "spt_rate", "spt_hits", "spt_frames", "tpt_hit",
+           "t_above_median_share", "seconds",
            "forward_passes", "backward_passes")
 CURVES = ("deletion_curve", "insertion_curve")
+ERROR_COLUMNS = ("clip_id", "video", "start_frame", "stage", "error_type", "message", "model",
+                 "weights_sha256", "run_id")
 
 Group = tuple[str, str, str, str]  # (model, weights_sha256, config_hash, method)
 
@@ -41,13 +44,18 @@ class RunData:
         root: the output directory.
         scalars: one row per metrics row, the :data:`SCALARS` columns.
         curves: per group and curve name, the running mean of the curves.
-        errors: dead-lettered clips per error type.
+        failures: the latest error row of each clip whose latest state is failed
+            (:mod:`~pipeline.apps.report.failures`).
+        error_rows: the dead-letter rows in errors/ (of the selection's model and weights).
+        output: the opened output (its :attr:`~Output.unreadable` files).
     """
 
     root: str
     scalars: pa.Table
     curves: dict[Group, dict[str, CurveMean]] = field(default_factory=dict)
-    errors: collections.Counter = field(default_factory=collections.Counter)
+    failures: list[dict] = field(default_factory=list)
+    error_rows: int = 0
+    output: Output | None = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def groups(self) -> dict[Group, np.ndarray]:
@@ -90,18 +98,22 @@ def group_rows(table: pa.Table, keys: tuple[str, ...]) -> dict[tuple, np.ndarray
     return dict(sorted(out.items()))
 
 
-def load_run(root: str, selections: tuple[Selection, ...] = (), batch_size: int = 4096
-             ) -> RunData:
-    """Read ``root``'s metrics (scalars + mean curves) and error counts in one streaming pass.
+def load_run(root: str | Output, selections: tuple[Selection, ...] = (),
+             batch_size: int = 4096) -> RunData:
+    """Read ``root``'s metrics (scalars + mean curves) in one streaming pass, and its failed
+    clips; every file of metrics/, errors/ and saliency/ is checked (damaged ones named in
+    ``RunData.output.unreadable``).
 
     Raises:
         NoOutput: the directory, its metrics/ table or any matching row is missing.
     """
-    dataset = open_table(root, "metrics")
+    output = as_output(root)
+    root = output.root
+    dataset = output.table("metrics")
     where = combined_filter(selections)
     parts: list[pa.Table] = []
     curves: dict[Group, dict[str, CurveMean]] = {}
-    for table in scan(dataset, [*SCALARS, *CURVES], where, batch_size):
+    for table in output.scan(dataset, [*SCALARS, *CURVES], where, batch_size):
         parts.append(table.select(list(SCALARS)))
         for key, rows in group_rows(table, (*VARIANT_KEYS, "method")).items():
             sub = table.take(pa.array(rows))
@@ -114,10 +126,24 @@ def load_run(root: str, selections: tuple[Selection, ...] = (), batch_size: int 
     if not parts:
         what = " matching " + ", ".join(map(str, selections)) if selections else ""
         raise NoOutput(f"{root}/metrics has no rows{what}")
-    errors: collections.Counter = collections.Counter()
-    try:
-        for table in scan(open_table(root, "errors"), ["error_type"]):
-            errors.update(table.column("error_type").to_pylist())
+    scalars = pa.concat_tables(parts).combine_chunks()
+    errors = read_errors(output, selections)
+    written = latest_written(scalars.select(["clip_id", "model", "weights_sha256", "run_id"])
+                             .to_pylist())
+    try:  # checked now so that a damaged map file is named even when no map is read
+        output.table("saliency")
     except NoOutput:
         pass
-    return RunData(root, pa.concat_tables(parts).combine_chunks(), curves, errors)
+    return RunData(root, scalars, curves, latest_failures(errors, written), len(errors),
+                   output)
+
+
+def read_errors(output: Output, selections: tuple[Selection, ...] = ()) -> list[dict]:
+    """The errors/ rows (no saliency, a few strings each) of the selection's model and weights
+    (selections on method or config_hash do not apply: a dead letter has neither)."""
+    try:
+        dataset = output.table("errors")
+    except NoOutput:
+        return []
+    where = combined_filter([s for s in selections if s.key in ("model", "weights_sha256")])
+    return [r for t in output.scan(dataset, list(ERROR_COLUMNS), where) for r in t.to_pylist()]

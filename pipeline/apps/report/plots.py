@@ -1,7 +1,9 @@
 """The report's plots (matplotlib, Agg backend): metric distributions, mean deletion and
 insertion curves with bands, time against quality, and a comparison's deltas.
 
-Each function writes one PNG and returns its path.
+Each function writes one PNG and returns its path. Every plot colours a method with its one
+colour (:mod:`~pipeline.apps.report.colours`); several models are told apart by line style or
+label. A run without metric values gets no plot at all (the caller says so in one line).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pipeline.apps.report.colours import method_colour  # noqa: E402
 from pipeline.apps.report.load import RunData  # noqa: E402
 from pipeline.apps.report.tables import Metric, group_labels  # noqa: E402
 
@@ -30,12 +33,8 @@ def _label(model: str, method: str, models: int) -> str:
 
 
 def distributions(run: RunData, metrics: Sequence[Metric], path: str) -> str:
-    """Box plots of each metric's per-clip values, one box per model × method."""
-    if not metrics:
-        fig, ax = plt.subplots(figsize=(5, 1.5))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no metric values (a run with --no-metrics)", ha="center")
-        return _save(fig, path)
+    """Box plots of each metric's per-clip values, one box per model × method (``metrics``
+    not empty)."""
     groups = run.groups()
     labels = group_labels(list(groups))
     models = len({m for m, _ in labels.values()})
@@ -47,17 +46,29 @@ def distributions(run: RunData, metrics: Sequence[Metric], path: str) -> str:
         for idx in groups.values():
             v = run.column(m.column, idx)
             data.append(v[np.isfinite(v)])
-        ax.boxplot([d if d.size else [np.nan] for d in data], showmeans=True)
+        boxes = ax.boxplot([d if d.size else [np.nan] for d in data], showmeans=True,
+                           patch_artist=True, medianprops={"color": "black"},
+                           meanprops={"marker": "^", "markerfacecolor": "white",
+                                      "markeredgecolor": "black"})  # no method's colour
+        for box, g in zip(boxes["boxes"], groups, strict=True):
+            box.set_facecolor(method_colour(g[3]))
         ax.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right", fontsize=7)
         ax.set_title(f"{m.label} {m.arrow} (per clip)", fontsize=9)
     return _save(fig, path)
 
 
+def has_curves(run: RunData) -> bool:
+    return any(c.result() is not None for curves in run.curves.values()
+               for c in curves.values())
+
+
 def mean_curves(run: RunData, path: str) -> str:
     """Mean deletion and insertion curves per model × method, with the pointwise 95 % interval
-    of the mean (normal approximation) as a band."""
+    of the mean (normal approximation) as a band; one line style per model."""
     labels = group_labels(list(run.curves))
     models = len({m for m, _ in labels.values()})
+    styles = {m: ("-", "--", ":", "-.")[i % 4]
+              for i, m in enumerate(sorted({m for m, _ in labels.values()}))}
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, name, title in zip(axes, ("deletion_curve", "insertion_curve"),
                                ("deletion ↓ (area lower is better)",
@@ -68,8 +79,10 @@ def mean_curves(run: RunData, path: str) -> str:
                 continue
             mean, half = res
             x = np.linspace(0, 1, mean.size)
-            line, = ax.plot(x, mean, label=_label(*labels[g], models).replace("\n", " "))
-            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+            colour = method_colour(g[3])
+            ax.plot(x, mean, color=colour, ls=styles[labels[g][0]],
+                    label=_label(*labels[g], models).replace("\n", " "))
+            ax.fill_between(x, mean - half, mean + half, color=colour, alpha=0.2)
         ax.set_xlabel("fraction of voxels removed / inserted")
         ax.set_ylabel("target probability")
         ax.set_title(title, fontsize=9)
@@ -77,6 +90,12 @@ def mean_curves(run: RunData, path: str) -> str:
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend(fontsize=7, loc="lower right")
     return _save(fig, path)
+
+
+def has_quality(summary: Sequence[dict]) -> bool:
+    """Whether a summary row has a mean insertion or deletion AUC to plot."""
+    return any(np.isfinite(r.get(f"{c}_mean", np.nan)) for r in summary
+               for c in ("insertion_auc", "deletion_auc"))
 
 
 def time_quality(summary: Sequence[dict], path: str) -> str:
@@ -90,7 +109,8 @@ def time_quality(summary: Sequence[dict], path: str) -> str:
                 continue
             x = max(r["seconds"], 1e-4)
             y, lo, hi = r[f"{col}_mean"], r[f"{col}_lo"], r[f"{col}_hi"]
-            ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=3)
+            ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=3,
+                        color=method_colour(r["method"]))
             ax.annotate(_label(r["model"], r["method"], models).replace("\n", " "), (x, y),
                         fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
@@ -108,8 +128,9 @@ def deltas(rows: Sequence[dict], metrics: Sequence[Metric], path: str) -> str:
         d = np.array([r.get(f"{m.column}_diff", np.nan) for r in rows])
         lo = np.array([r.get(f"{m.column}_lo", np.nan) for r in rows])
         hi = np.array([r.get(f"{m.column}_hi", np.nan) for r in rows])
-        ax.errorbar(d, ys, xerr=[np.nan_to_num(d - lo), np.nan_to_num(hi - d)], fmt="o",
-                    capsize=3)
+        for y, r, di, lo_, hi_ in zip(ys, rows, d, lo, hi, strict=True):
+            ax.errorbar([di], [y], xerr=[[np.nan_to_num(di - lo_)], [np.nan_to_num(hi_ - di)]],
+                        fmt="o", capsize=3, color=method_colour(r["method"]))
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_yticks(ys, [r["method"] for r in rows], fontsize=7)
         ax.set_title(f"Δ {m.label} {m.arrow}", fontsize=9)

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline.apps.report.failures import COLUMNS
 from pipeline.apps.report.tables import Metric
 
 
@@ -118,6 +119,18 @@ def correlation_table(rows: Sequence[dict]) -> Table:
                  "(1: same ranking; constant maps are left out).")
 
 
+def failure_table(rows: Sequence[dict]) -> Table:
+    """The clips whose latest state is failed (:func:`~pipeline.apps.report.failures.
+    latest_failures` rows), with the model when the output holds several."""
+    columns = list(COLUMNS)
+    if len({r.get("model") for r in rows}) > 1:
+        columns.insert(1, ("model", "model"))
+    cells = [["–" if r.get(k) is None else str(r[k]) for k, _ in columns] for r in rows]
+    return Table("Failed clips", [h for _, h in columns], cells, list(rows),
+                 "Each clip in its latest state: a clip written by a later run is not listed; "
+                 "a clip that failed several times is listed once, with its latest error.")
+
+
 def markdown(table: Table) -> str:
     lines = [f"## {table.title}", "", "| " + " | ".join(table.headers) + " |",
              "| " + " | ".join("---" for _ in table.headers) + " |"]
@@ -128,8 +141,10 @@ def markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: str, table: Table) -> str:
-    keys = list(dict.fromkeys(k for r in table.raw for k in r))
+def write_csv(path: str, table: Table, columns: Sequence[str] = ()) -> str:
+    """The table's raw rows as CSV; ``columns`` come first (and make the header of an empty
+    table)."""
+    keys = list(dict.fromkeys([*columns, *(k for r in table.raw for k in r)]))
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, keys)
         writer.writeheader()
