@@ -52,9 +52,6 @@ FLINK_VERSION, BEAM_JAVA_VERSION = PUBLISHED[0]
 SLF4J_BINDING = "org.slf4j:slf4j-simple:1.7.30"
 """Logs of the job server (the runner's slf4j-api is 1.7.30; without a binding it says nothing)."""
 
-JVM_OPTIONS: tuple[str, ...] = ()
-"""Options the job server's JVM needs on Java 17 (see ``docs/CLUSTER.md``)."""
-
 STARTUP_SECONDS = 120.0
 
 
@@ -259,7 +256,7 @@ class Service:
 def job_server_command(jar: Path, job_port: int, artifact_port: int,
                        flink_master: str = "[local]") -> list[str]:
     """The command that runs the job server on 127.0.0.1 (expansion service off)."""
-    return [java_launcher(), *JVM_OPTIONS, "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+    return [java_launcher(), "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
             "-jar", str(jar), "--job-host", "127.0.0.1", "--job-port", str(job_port),
             "--artifact-port", str(artifact_port), "--expansion-port", "-1",
             "--flink-master", flink_master]
