@@ -81,7 +81,7 @@ def _maven_error(output: str) -> str:
                     r"Connection refused[^\n]*", r"\[ERROR\] [^\n]+"):
         m = re.search(pattern, output)
         if m:
-            return m.group(0).replace("[ERROR] ", "").strip()
+            return m.group(0).replace("[ERROR] ", "").replace(" -> [Help 1]", "").strip()
     return output.strip().splitlines()[-1] if output.strip() else "no output"
 
 
@@ -129,8 +129,8 @@ def _assemble(target: Path, flink: str, beam: str, work: Path) -> None:
                     "-DincludeScope=runtime"], work)
     if not ok:
         raise JobServerUnavailable(
-            f"Maven Central refused beam-runners-flink-{flink}:{beam} or a dependency of it: "
-            f"{_maven_error(out)}")
+            f"Maven Central serves neither beam-runners-flink-{flink}-job-server:{beam} nor "
+            f"beam-runners-flink-{flink}:{beam} with its dependencies: {_maven_error(out)}")
     jars = sorted(p.name for p in lib.glob("*.jar"))
     tmp = target.with_suffix(".tmp")
     with zipfile.ZipFile(tmp, "w") as zf:
@@ -162,8 +162,10 @@ def job_server_jar(cache_dir: str | Path | None = None, flink: str | None = None
     machine's Maven Central serves whole.
 
     Raises:
-        JobServerUnavailable: no mvn, or Maven Central refuses (one line with Maven's reason).
+        JobServerUnavailable: no Java 11+ to run the jar, no mvn, or Maven Central refuses
+            (one line with Maven's reason).
     """
+    java_launcher()  # a jar nothing can run is no use: say so before fetching 150 MB
     flink, beam = flink or FLINK_VERSION, beam or BEAM_JAVA_VERSION
     d = jars_dir(cache_dir)
     shaded = d / f"beam-runners-flink-{flink}-job-server-{beam}.jar"
