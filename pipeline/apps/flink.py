@@ -330,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "jar":
             print(jar)
             return 0
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the JVM on SIGTERM too
         with job_server(jar, args.flink_master) as js:
             print(f"Flink job server on {js.endpoint} (--runner PortableRunner "
                   f"--job_endpoint {js.endpoint}); Ctrl-C stops it", flush=True)
