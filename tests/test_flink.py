@@ -82,7 +82,9 @@ def test_flink_run_counts_maps_dead_letters_and_incremental_skip(tmp_path, video
             leftover = children(job_server_jar.name)
         pool_process = pool.process
     assert not leftover, f"job server processes left running: {leftover}"
-    assert pool_process.poll() is not None and not children("worker_pool_main")
+    assert pool_process.poll() is not None and not children("pipeline.apps.flink pool")
+    with pytest.raises(ProcessLookupError):  # nor any SDK worker the pool started
+        os.killpg(pool_process.pid, 0)
 
     assert first["runner"] == "FlinkRunner"
     assert first["counts"] == {"clips_in": 4, "clips_written": 3, "clips_failed": 1,

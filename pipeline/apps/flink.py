@@ -2,6 +2,7 @@
 
     python -m pipeline.apps.flink jar      # fetch (once) and print the job-server jar's path
     python -m pipeline.apps.flink serve    # run it on 127.0.0.1 with Flink's mini-cluster
+    python -m pipeline.apps.flink pool --port 50000   # Beam's SDK worker pool on 127.0.0.1
 
 The jar goes to Beam's own Flink flags (``--runner FlinkRunner --flink_master [local]
 --flink_version 1.19 --flink_job_server_jar JAR``), or ``serve`` starts it for
@@ -290,9 +291,31 @@ def job_server(jar: Path, flink_master: str = "[local]", log: Path | None = None
                 sink.close()
 
 
+def serve_worker_pool(port: int) -> None:
+    """Beam's Python SDK worker pool listening on 127.0.0.1:port only, until killed.
+
+    The same servicer as ``python -m apache_beam.runners.worker.worker_pool_main`` (workers
+    as processes), which listens on every interface (``[::]``); this one on loopback.
+    """
+    import grpc
+    from apache_beam.portability.api import beam_fn_api_pb2_grpc
+    from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
+    from apache_beam.utils import thread_pool_executor
+
+    server = grpc.server(thread_pool_executor.shared_unbounded_instance(),
+                         options=[("grpc.http2.max_pings_without_data", 0),
+                                  ("grpc.http2.max_ping_strikes", 0)])
+    if not server.add_insecure_port(f"127.0.0.1:{port}"):
+        raise JobServerUnavailable(f"the worker pool cannot listen on 127.0.0.1:{port}")
+    beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
+        BeamFnExternalWorkerPoolServicer(use_process=True), server)
+    server.start()
+    server.wait_for_termination()
+
+
 @contextlib.contextmanager
 def worker_pool() -> Iterator[Service]:
-    """Beam's Python SDK worker pool (``worker_pool_main``) on a free 127.0.0.1 port.
+    """Beam's Python SDK worker pool (:func:`serve_worker_pool`) on a free 127.0.0.1 port.
 
     Its workers are started as ``python``: this interpreter's directory goes first on PATH.
     """
@@ -300,8 +323,8 @@ def worker_pool() -> Iterator[Service]:
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                             f"--service_port={port}"], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.apps.flink", "pool",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_port(port, proc, "the SDK worker pool")
@@ -324,7 +347,12 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"Beam Java version (default: {BEAM_JAVA_VERSION})")
     sub.choices["serve"].add_argument("--flink-master", default="[local]",
                                       help="[local] (mini-cluster, default) or host:8081")
+    pool = sub.add_parser("pool", help="run Beam's SDK worker pool on 127.0.0.1:PORT")
+    pool.add_argument("--port", type=int, required=True)
     args = ap.parse_args(argv)
+    if args.command == "pool":
+        serve_worker_pool(args.port)
+        return 0
     try:
         jar = job_server_jar(args.cache_dir, args.flink_version, args.beam_version)
         if args.command == "jar":
