@@ -104,8 +104,8 @@ def test_flink_run_counts_maps_dead_letters_and_incremental_skip(tmp_path, video
     assert second["counters"].get("explain_ok", 0) == 0
     assert sorted(out.glob("saliency/**/*.parquet")) == first_maps  # no map file added
 
-    # The same clips on the local FnApiRunner: bit-equal maps (one CPU, the same float32
-    # arithmetic in each SDK worker process), equal metrics.
+    # The same clips on the local FnApiRunner: bit-equal maps and equal metrics (the same code
+    # on the same CPU; which runner or process calls it changes no arithmetic).
     job.run([*args, "--output", str(local)])
     flink_maps, local_maps = maps(out), maps(local)
     assert flink_maps.keys() == local_maps.keys() and len(flink_maps) == 6

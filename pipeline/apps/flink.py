@@ -1,4 +1,4 @@
-"""Beam's Flink job server for vidxai: fetched from Maven Central once, cached, run on loopback.
+"""Beam's Flink job server for vidxai: fetched from Maven Central once, cached, started locally.
 
     python -m pipeline.apps.flink jar      # fetch (once) and print the job-server jar's path
     python -m pipeline.apps.flink serve    # run it on 127.0.0.1 with Flink's mini-cluster
@@ -47,9 +47,8 @@ from pathlib import Path
 from models.i3d_weights import resolve_cache_dir
 
 BEAM_GROUP = "org.apache.beam"
-PUBLISHED = (("1.19", "2.62.0"),)
-"""(Flink version, Beam Java version) this module falls back to, newest first."""
-FLINK_VERSION, BEAM_JAVA_VERSION = PUBLISHED[0]
+FLINK_VERSION, BEAM_JAVA_VERSION = "1.19", "2.62.0"
+"""The default pair: the newest Beam Flink runner this machine's Maven Central serves whole."""
 SLF4J_BINDING = "org.slf4j:slf4j-simple:1.7.30"
 """Logs of the job server (the runner's slf4j-api is 1.7.30; without a binding it says nothing)."""
 
@@ -143,10 +142,12 @@ def _assemble(target: Path, flink: str, beam: str, work: Path) -> None:
 
 def _complete(jar: Path) -> bool:
     """The jar exists and every jar its manifest names does."""
-    if not jar.is_file():
+    try:
+        with zipfile.ZipFile(jar) as zf:
+            text = zf.read("META-INF/MANIFEST.MF").decode()
+    except (OSError, KeyError, zipfile.BadZipFile):
         return False
-    with zipfile.ZipFile(jar) as zf:
-        text = zf.read("META-INF/MANIFEST.MF").decode().replace("\r\n ", "").replace("\n ", "")
+    text = text.replace("\r\n ", "").replace("\n ", "")
     paths = [ln.split(":", 1)[1].split() for ln in text.splitlines()
              if ln.startswith("Class-Path:")]
     return all((jar.parent / p).is_file() for p in (paths[0] if paths else []))
@@ -268,10 +269,11 @@ def job_server_command(jar: Path, job_port: int, artifact_port: int,
 @contextlib.contextmanager
 def job_server(jar: Path, flink_master: str = "[local]", log: Path | None = None
                ) -> Iterator[Service]:
-    """Beam's Flink job server on free 127.0.0.1 ports for the ``with`` block, then stopped.
+    """Beam's Flink job server on free ports for the ``with`` block, then stopped.
 
-    ``flink_master="[local]"`` runs jobs on Flink's embedded mini-cluster in the same JVM.
-    Output goes to ``log`` (else discarded).
+    It announces 127.0.0.1, but its job and artifact ports listen on every interface (Beam's
+    Java job server binds the wildcard address). ``flink_master="[local]"`` runs jobs on
+    Flink's embedded mini-cluster in the same JVM. Output goes to ``log`` (else discarded).
     """
     job_port, artifact_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="vidxai-flink-") as tmp:
