@@ -3,8 +3,10 @@
     python -m benchmarks.flink_vs_local [--model r3d_18 --frames 8 --size 56 --clips 8]
 
 Writes ``--clips`` synthetic videos and runs the real job on them (``pipeline.job.run``,
-``--methods aosa --stride S --no-metrics --no-progress``) twice per repeat, each into a fresh
-output: on FnApiRunner in this process (one SDK worker, torch's own threads), and on Flink —
+``--methods aosa --stride S --no-metrics --no-progress``) three times per repeat, each into a
+fresh output: on FnApiRunner in this process (one SDK worker, torch's own threads), on
+FnApiRunner with two worker processes (``--direct_running_mode=multi_processing
+--direct_num_workers=2``, the thread budget splitting the cores), and on Flink —
 Beam's Flink job server (:mod:`pipeline.apps.flink`, the embedded mini-cluster) with
 ``--runner PortableRunner --job_endpoint``, ``--parallelism 2`` and SDK workers from an
 EXTERNAL worker pool, each with ``--threads cores / 2`` (so the two do not oversubscribe the
@@ -62,13 +64,15 @@ def main(argv: list[str] | None = None) -> None:
                 "--stride", str(args.stride), "--batch-size", str(args.batch_size),
                 "--precision", args.precision, "--device", "cpu", "--methods", "aosa",
                 "--no-metrics", "--no-progress"]
-        times: dict[str, list[float]] = {"local": [], "flink": []}
+        times: dict[str, list[float]] = {"local": [], "local2": [], "flink": []}
         with flink.worker_pool() as pool, flink.job_server(jar) as server:
             print(f"start-up (once, not in the times below): Flink job server "
                   f"{server.startup_seconds:.1f} s, SDK worker pool {pool.startup_seconds:.1f} s",
                   flush=True)
             runs = {
                 "local": base + (["--threads", str(args.threads)] if args.threads else []),
+                "local2": base + ["--direct_running_mode=multi_processing",
+                                  f"--direct_num_workers={PARALLELISM}"],
                 "flink": base + ["--threads", str(threads), "--runner", "PortableRunner",
                                  "--job_endpoint", server.endpoint,
                                  "--parallelism", str(PARALLELISM),
@@ -84,18 +88,21 @@ def main(argv: list[str] | None = None) -> None:
                     if info["counts"]["clips_written"] != args.clips:
                         raise SystemExit(f"{name}: {info['counts']}, expected {args.clips} "
                                          "clips written")
-        a, b = saliency(work / "flink-0"), saliency(work / "local-0")
-        equal = a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-        print(f"maps: {len(a)} clips, Flink == FnApiRunner bit for bit: "
+        a, b, c = (saliency(work / f"{n}-0") for n in ("flink", "local", "local2"))
+        equal = a.keys() == b.keys() == c.keys() and all(
+            np.array_equal(a[k], b[k]) and np.array_equal(a[k], c[k]) for k in a)
+        print(f"maps: {len(a)} clips, Flink == FnApiRunner (1 and 2 workers) bit for bit: "
               f"{'yes' if equal else 'NO'}")
         if not equal:
             raise SystemExit("the Flink and local maps differ: no ratio is printed")
-    local, on_flink = statistics.median(times["local"]), statistics.median(times["flink"])
-    print(f"FnApiRunner (1 worker, this process)  {local:7.1f} s  "
-          f"{local / args.clips:5.2f} s/clip")
-    print(f"Flink (parallelism {PARALLELISM}, worker pool)   {on_flink:7.1f} s  "
-          f"{on_flink / args.clips:5.2f} s/clip")
-    print(f"flink / local = {common.fmt_ratio(on_flink, local)} (wall time, median of "
+    med = {name: statistics.median(v) for name, v in times.items()}
+    for name, text in (("local", "FnApiRunner, 1 worker (this process)"),
+                       ("local2", f"FnApiRunner, {PARALLELISM} worker processes"),
+                       ("flink", f"Flink, parallelism {PARALLELISM} (worker pool)")):
+        print(f"{text:<40} {med[name]:7.1f} s  {med[name] / args.clips:5.2f} s/clip")
+    print(f"flink / local (1 worker) = {common.fmt_ratio(med['flink'], med['local'])}, "
+          f"flink / local ({PARALLELISM} workers) = "
+          f"{common.fmt_ratio(med['flink'], med['local2'])} (wall time, median of "
           f"{args.repeats})")
 
 
