@@ -120,8 +120,8 @@ def manifest(main_class: str, class_path: list[str]) -> bytes:
 
 
 def _assemble(target: Path, flink: str, beam: str, work: Path) -> None:
-    """The runner library + its runtime dependencies in ``target.parent/lib-*``, and ``target``
-    a manifest-only jar naming them."""
+    """Copy the runner library and its runtime dependencies into ``<target stem>-lib/`` beside
+    ``target``, and write ``target``: a jar holding only a manifest that names them."""
     lib = target.with_name(target.stem + "-lib")
     (work / "pom.xml").write_text(_pom([f"{BEAM_GROUP}:beam-runners-flink-{flink}:{beam}",
                                         SLF4J_BINDING]))
