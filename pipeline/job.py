@@ -19,11 +19,17 @@ import signal
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    FlinkRunnerOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
 
 from pipeline import storage
 from pipeline.build import build_pipeline, sampling
@@ -68,17 +74,52 @@ class RunFailed(RuntimeError):
 
 
 def runs_locally(options: PipelineOptions) -> bool:
-    """True when the SDK workers are processes of this machine."""
+    """True when the SDK workers are processes of this machine.
+
+    Local runners; a portable runner (``PortableRunner``, ``FlinkRunner``) whose workers are
+    LOOPBACK or an EXTERNAL pool on localhost; ``FlinkRunner`` on Flink's embedded mini-cluster
+    (``--flink_master [local]``/``[auto]``, Beam's default) with PROCESS workers or none named
+    (Beam then picks LOOPBACK).
+    """
     runner = str(options.view_as(StandardOptions).runner or "")
     runner = runner.rsplit(".", 1)[-1]
     if runner in LOCAL_RUNNERS:
         return True
     portable = options.view_as(PortableOptions)
-    env, where = portable.environment_type, str(portable.environment_config or "")
-    return runner == "PortableRunner" and (
-        str(env).upper() == "LOOPBACK"
-        or (str(env).upper() == "EXTERNAL" and where.split(":")[0] in ("localhost",
-                                                                      "127.0.0.1")))
+    env, where = str(portable.environment_type or "").upper(), str(portable.environment_config
+                                                                  or "")
+    mini_cluster = (runner == "FlinkRunner" and str(
+        options.view_as(FlinkRunnerOptions).flink_master).strip() in ("[local]", "[auto]"))
+    return runner in ("PortableRunner", "FlinkRunner") and (
+        env == "LOOPBACK"
+        or (env == "EXTERNAL" and where.split(":")[0] in ("localhost", "127.0.0.1"))
+        or (mini_cluster and env in ("", "PROCESS")))
+
+
+def stop_job_servers_after(runner: object) -> Callable[[], None]:
+    """Record the job servers ``runner`` starts itself; the returned function stops them.
+
+    ``FlinkRunner`` without ``--job_endpoint`` starts Beam's Flink job-server JVM and leaves it
+    to an ``atexit`` hook, which ``run_pipeline.py`` skips (it leaves with ``os._exit``): the
+    JVM would outlive the run. Call the function once the job's metrics are read.
+    """
+    default = getattr(runner, "default_job_server", None)
+    if default is None:
+        return lambda: None
+    started = []
+
+    def recording(options: PipelineOptions) -> object:
+        started.append(default(options))
+        return started[-1]
+
+    runner.default_job_server = recording  # on this runner object only
+
+    def stop() -> None:
+        for server in started:
+            server.stop()
+        del runner.default_job_server
+
+    return stop
 
 
 UNSUPPORTED_RUNNERS = {
@@ -248,6 +289,7 @@ def _run_locked(argv, test_pipeline, options, cfg: RunConfig, names, items, out:
     monitor = (ProgressMonitor(progress_dir, len(items)) if progress_dir
                else contextlib.nullcontext())
     failure, counters = None, {}
+    stop_job_servers = stop_job_servers_after(p.runner)
     try:
         with monitor:
             result = p.run()
@@ -262,6 +304,7 @@ def _run_locked(argv, test_pipeline, options, cfg: RunConfig, names, items, out:
     finally:
         if progress_dir:
             shutil.rmtree(progress_dir, ignore_errors=True)
+        stop_job_servers()
     counts = {"clips_in": counters.get("clips_in", len(items)),
               **counts_from_outputs(out, run_id),
               "clips_skipped": counters.get("clips_skipped", skipped)}
