@@ -28,8 +28,9 @@ setup(
     install_requires=REQUIREMENTS,
     # captum: an independent implementation that the tests compare osa and gradcam against;
     # duckdb: the tests query the Hive-partitioned outputs the way users do;
-    # moto[server]: a real S3 API server the object-storage tests start on 127.0.0.1.
+    # moto[server]: a real S3 API server the object-storage tests start on 127.0.0.1;
+    # hypothesis: random manifests through the listing stage (tests/test_manifest_property.py).
     extras_require={"test": ["pytest>=7", "ruff>=0.4", "pandas>=2", "captum==0.9.0",
-                            "duckdb>=1.0", "moto[server]==5.2.5"]},
+                            "duckdb>=1.0", "moto[server]==5.2.5", "hypothesis>=6.100,<7"]},
     entry_points={"console_scripts": ["vidxai=run_pipeline:main"]},
 )

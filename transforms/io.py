@@ -56,11 +56,26 @@ def _resolve(video: str, manifest: str) -> str:
 def _label(value, class_names: Sequence[str] | None) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
-        return int(value)
-    if class_names and value in class_names:
+    if (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value.strip().isdigit()):
+        index = int(value)
+        if index < 0 or (class_names and index >= len(class_names)):
+            raise ValueError(f"label {index} is not a class index (0 .. "
+                             f"{len(class_names) - 1 if class_names else 'N - 1'})")
+        return index
+    if isinstance(value, str) and class_names and value in class_names:
         return list(class_names).index(value)
     raise ValueError(f"label {value!r} is neither a class index nor a known class name")
+
+
+def _start_frame(value) -> int:
+    if value is None or value == "":
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"start_frame must be a whole number of frames, got {value!r}")
 
 
 def _boxes(value) -> tuple | None:
@@ -174,7 +189,7 @@ def read_manifest(path: str, num_frames: int, frame_stride: int,
                 raise ValueError("row has no 'video'")
             video = _resolve(str(row["video"]), path)
             explicit = row.get("start_frame") not in (None, "")
-            start = int(row.get("start_frame") or 0)
+            start = _start_frame(row.get("start_frame"))
             if start < 0:
                 raise ValueError(f"start_frame must be >= 0, got {start}")
             fields = (_label(row.get("label"), class_names), _boxes(row.get("boxes")),
