@@ -299,3 +299,61 @@ def test_sigint_and_sigterm_stop_with_one_line_and_a_rerun_resumes(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+# --- a kill at each commit stage --------------------------------------------------------------
+
+_KILLER = """
+import os, signal, sys
+import transforms.sink as sink
+stage, sig = sys.argv[1], getattr(signal, sys.argv[2])
+calls = {"n": 0}
+real_atomic = sink.write_atomic
+def write_atomic(path, data):
+    table = "metrics" if "/metrics/" in path else "saliency" if "/saliency/" in path else "other"
+    calls["n"] += table != "other"
+    second_clip = calls["n"] > 2  # the first clip (2 files) commits whole
+    if second_clip and stage == "before-rename" and table == "saliency":
+        directory, name = path.rsplit("/", 1)
+        with open(os.path.join(directory, ".inprogress-killed-" + name + ".tmp"), "wb") as fh:
+            fh.write(data[: len(data) // 2])
+        os.kill(os.getpid(), sig)
+    real_atomic(path, data)
+    if second_clip and stage == f"after-{table}":
+        os.kill(os.getpid(), sig)
+sink.write_atomic = write_atomic
+import run_pipeline
+sys.exit(run_pipeline.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("stage, sig", [
+    ("before-rename", "SIGKILL"), ("after-saliency", "SIGKILL"), ("after-saliency", "SIGTERM"),
+    ("before-rename", "SIGINT"),
+])
+def test_a_kill_at_each_commit_stage_loses_and_duplicates_nothing(tmp_path, video_dir, stage,
+                                                                 sig):
+    """One clip committed whole, then the process is signalled between the steps of the
+    second clip's commit; the next run recovers and ends with exactly one row per identity
+    and the maps of an uninterrupted run."""
+    args = ["--input", str(video_dir), *SMALL, "--methods", "aosa", "--clips-per-file", "1"]
+    out = tmp_path / "o"
+    proc = subprocess.run([sys.executable, "-c", _KILLER, stage, sig, *args, "--output",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    expected = {"SIGKILL": -signal.SIGKILL, "SIGTERM": 143, "SIGINT": 130}[sig]
+    assert proc.returncode == expected, proc.stderr[-3000:]
+    if sig != "SIGKILL":
+        assert proc.stderr.strip().splitlines()[-1].startswith("vidxai: interrupted: 1 clips")
+        assert not [p for p in out.rglob("*") if p.name.startswith(".inprogress-")]
+    info = job.run([*args, "--output", str(out)])
+    assert info["counts"]["clips_skipped"] >= 1 and info["counts_consistent"]
+    for table in ("metrics", "saliency"):
+        ids = identities(out, table)
+        assert len(ids) == 3 and set(ids.values()) == {1}, table
+    assert not [p for p in out.rglob("*") if p.name.startswith(".inprogress-")]
+    clean = tmp_path / "clean"
+    job.run([*args, "--output", str(clean)])
+    a, b = maps(out), maps(clean)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
