@@ -264,7 +264,8 @@ def test_real_runs_clip_failing_then_written_and_boxes_drawn(tmp_path, video_dir
         {"video": str(video_dir / "good_1.avi"), "label": 1},
         {"video": str(late), "label": 1}])
     out = tmp_path / "out"
-    argv = ["--input", str(manifest), "--output", str(out), "--methods", "aosa,center", *SMALL]
+    argv = ["--input", str(manifest), "--output", str(out), "--methods", "aosa,center", *SMALL,
+            "--max-failed-fraction", "1"]
     first = job.run(argv)
     assert first["counts"]["clips_failed"] == 1
     shutil.copy(video_dir / "good_2.avi", late)
