@@ -206,7 +206,8 @@ def tcav_score(derivatives: np.ndarray) -> tuple[float, float]:
     """(score, magnitude) of (N,) directional derivatives.
 
     score: the fraction that is positive (TCAV's score; captum's ``sign_count``);
-    magnitude: Σ positive / Σ |·| (captum's ``magnitude``), 0 when all are 0.
+    magnitude: Σ positive / Σ |·| (the share of the derivatives' mass that is positive, as
+    TCAV's magnitude score is defined), 0 when all are 0.
     """
     d = np.asarray(derivatives, dtype=np.float64)
     if d.size == 0:
