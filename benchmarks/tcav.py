@@ -32,15 +32,19 @@ from pipeline.apps import synth
 SIZE, FRAMES = 64, 16  # synth_small3d's input: 128-px renders resized by half (as trained)
 
 
-def render(seed: int, label: int, index: int, alone: bool = False) -> np.ndarray:
+def render(seed: int, label: int, index: int, alone: bool = False, boxes: bool = False):
     """uint8 (16, 64, 64, 3) of one synthetic clip; ``alone``: the target disc only (no
-    distractors, static camera)."""
+    distractors, static camera); ``boxes``: also the target's box per frame (64-px pixels)."""
     params = synth.sample_clip_params(synth.clip_rng(seed, label, index), label, 128, FRAMES,
                                       camera_pan=not alone, decoy=False)
     if alone:
         params = dataclasses.replace(params, distractors=(), camera_velocity=(0.0, 0.0))
-    frames, _ = synth.render_clip(params)
-    return np.stack([cv2.resize(f, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for f in frames])
+    frames, masks = synth.render_clip(params)
+    small = np.stack([cv2.resize(f, (SIZE, SIZE), interpolation=cv2.INTER_AREA) for f in frames])
+    if not boxes:
+        return small
+    return small, [None if b is None else [v / 2 for v in b]
+                   for b in synth.boxes_from_masks(masks)]
 
 
 def write(path: Path, frames: np.ndarray) -> str:
@@ -76,8 +80,9 @@ def make_world(root: Path, concept_clips: int = 12, inputs_per_class: int = 8,
     rows = []
     for label in range(4):
         for i in range(inputs_per_class):
-            path = write(root / "input" / f"{label}_{i:03d}.avi", render(seed + 3, label, i))
-            rows.append({"video": path, "label": label})
+            frames, boxes = render(seed + 3, label, i, boxes=True)
+            path = write(root / "input" / f"{label}_{i:03d}.avi", frames)
+            rows.append({"video": path, "label": label, "boxes": boxes})
     (root / "input.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return {"concepts": root / "concepts", "random": root / "random",
             "input": root / "input.jsonl"}
@@ -109,8 +114,10 @@ def bench_model(model: str, concept_clips: int, runs: int, layers: tuple[str, ..
 
     batch = 4
     out: dict = {"model": model, "layers": list(layers), "concept_clips": concept_clips,
-                 "runs": runs}
-    n_feat = 2 * concept_clips * 2  # concept + random clips, each with its static twin
+                 "runs": runs, "input": f"{spec.num_frames}x{size}x{size}"}
+    k = int(round(2 / 3 * concept_clips))  # the job's default subsample
+    n_random = 2 * k + 4  # the null draws two disjoint k-clip sets from the pool
+    n_feat = 2 * (concept_clips + n_random)  # concept + random clips, each with its static twin
     t = time.perf_counter()
     feats = {name: [] for name in layers}
     for start in range(0, n_feat, batch):
@@ -137,7 +144,7 @@ def bench_model(model: str, concept_clips: int, runs: int, layers: tuple[str, ..
         acts = np.concatenate(feats[name])
         acts = acts + rng.normal(0, acts.std() * 0.1 + 1e-6, acts.shape).astype(np.float32)
         g = np.concatenate(grads[name])
-        concept, random = acts[:concept_clips], acts[concept_clips:2 * concept_clips]
+        concept, random = acts[:concept_clips], acts[concept_clips:concept_clips + n_random]
         draws = tcav.draw_runs(len(concept), len(random), runs, 0)
         for r, d in enumerate(draws):
             t = time.perf_counter()
