@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,41 @@ def test_an_empty_concept_folder_is_refused(world, tmp_path):
     argv[argv.index("--concepts") + 1] = str(concepts)
     with pytest.raises(ValueError, match=r"concept 'empty' \(.*\) holds no video or image"):
         run(argv)
+
+
+def _target_tube(example: str, rows: dict) -> tuple[bool, int]:
+    """(whether the tube ``VIDEO@START#tubeN`` follows the target disc in >= half of the
+    frames, the clip's label); tubes recomputed with the job's settings for 64-px clips."""
+    from transforms.decode import decode_clip
+    from transforms.tubes import tubes_from_frames
+
+    video, rest = example.split("@")
+    start, tube = (int(v) for v in rest.split("#tube"))
+    tubes = tubes_from_frames(decode_clip(video, start, 16, 64).frames, 4, (8, 8), 3)
+    boxes, hits = rows[video]["boxes"], 0
+    for f, (x0, y0, x1, y1) in enumerate(tubes.boxes[tube]):
+        b = boxes[f]
+        if b is not None and x1 > x0:
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            hits += b[0] - 2 <= cx <= b[2] + 2 and b[1] - 2 <= cy <= b[3] + 2
+    return hits >= 8, rows[video]["label"]
+
+
+def test_discovered_concepts_include_the_target_disc_and_drive_its_class(tmp_path):
+    w = make_world(tmp_path / "w", concept_clips=10, inputs_per_class=12, random_clips=60,
+                   concepts=("move_right",))
+    info = run(_argv(w, tmp_path / "out", "--discover", "8", "--discover-members", "12",
+                     "--min-concept-clips", "8", "--layers", "block2"))
+    rows = {json.loads(line)["video"]: json.loads(line)
+            for line in w["input"].read_text().splitlines()}
+    found = []
+    for name in sorted({r["concept"] for r in info["rows"] if r["source"] == "discovered"}):
+        mine = [r for r in info["rows"] if r["concept"] == name]
+        members = [_target_tube(e, rows) for e in mine[0]["examples"]]
+        on_target = sum(t for t, _ in members) / len(members)
+        label, count = Counter(lab for _, lab in members).most_common(1)[0]
+        [row] = [r for r in mine if r["kind"] == "dynamic" and r["class_index"] == label]
+        found.append((name, on_target, count / len(members), row["significant"],
+                      row["direction"]))
+    assert any(on >= 0.8 and share >= 0.7 and sig and direction == "positive"
+               for _, on, share, sig, direction in found), found

@@ -140,7 +140,8 @@ def score_layer(plan: TcavPlan, layer: str) -> list[dict]:
                     "concept_clips": len(pos), "random_pool": len(neg),
                     "class_clips": int(len(class_grads[plan.classes.index(c)])),
                     "runs": plan.runs, "source": concept.source,
-                    "examples": list(concept.examples[:8]),
+                    "examples": list(concept.examples if concept.source == "discovered"
+                                     else concept.examples[:8]),
                     "model": plan.model, "weights_sha256": plan.weights_sha256,
                     "config_hash": chash, "run_id": plan.run_id,
                 })

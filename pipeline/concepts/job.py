@@ -226,11 +226,11 @@ def run_features(prep: Prepared, todo: list[ConceptClip], proposals_from: list[C
 
 def discovered_concepts(prep: Prepared) -> list[ConceptSet]:
     """``--discover K``: k-means of the input clips' tube proposals (dynamic activations at
-    the first layer); each cluster's members nearest its centre form a concept."""
+    the deepest layer); each cluster's members nearest its centre form a concept."""
     opts, s = prep.opts, prep.settings
     by_id = {r.clip_id: r for r in prep.inputs}
     ids, emb = [], []
-    for row in read_features(_join(opts.output, CACHE), s.model, prep.layers[0], s.cache_key,
+    for row in read_features(_join(opts.output, CACHE), s.model, prep.layers[-1], s.cache_key,
                              ("clip_id", "variant", "values")):
         base = row["clip_id"].split("#tube")[0]
         if "#tube" in row["clip_id"] and base in by_id and row["variant"] == "dynamic":
