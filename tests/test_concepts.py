@@ -216,3 +216,19 @@ def test_discovered_concepts_include_the_target_disc_and_drive_its_class(tmp_pat
                       row["direction"]))
     assert any(on >= 0.8 and share >= 0.7 and sig and direction == "positive"
                for _, on, share, sig, direction in found), found
+
+
+def test_report_shows_the_concepts_section(result):
+    import csv
+
+    from pipeline.apps.report.cli import main
+
+    _, out = result
+    assert main(["--output", str(out)]) == 0  # an output with concepts/ only
+    page = (out / "report" / "index.html").read_text()
+    assert "Concepts (Video-TCAV)" in page and "significant negative" in page
+    assert "figures/concept_move_right.png" in page
+    rows = list(csv.DictReader((out / "report" / "concepts.csv").open()))
+    [right] = [r for r in rows if (r["class"], r["layer"], r["concept"])
+               == ("move_right", "block2", "move_right")]
+    assert right["dynamic_significant"] == "True" and right["static_significant"] == "False"

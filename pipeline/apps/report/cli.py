@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.apps.report import compare, pictures, plots, render, tables
+from pipeline.apps.report import compare, concepts, pictures, plots, render, tables
 from pipeline.apps.report.load import RunData, load_run
 from pipeline.apps.report.page import Figure, Section, page
 from pipeline.apps.report.read import NoOutput, Selection, read_maps
@@ -213,6 +213,9 @@ def build_report(opts: Options) -> list[str]:
         sections.append(Section("Per class", tables=extra, table_limit=60))
     if base is not None:
         sections.append(comparison(run, base, opts, tabs))
+    concept_section = concepts.section(opts.output, opts.report)  # OUT/concepts/, if any
+    if concept_section is not None:
+        sections.append(concept_section)
     paths = write_files(opts, sections, tabs + extra)
     print(f"report: {paths[0]} ({time.time() - t0:.1f} s)", file=sys.stderr)
     return paths
@@ -265,7 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
         build_report(opts)
-    except (NoOutput, ValueError) as exc:
+    except NoOutput as exc:  # a concepts job's output alone still gets its section
+        if concepts.only_report(opts.output, opts.report) is None:
+            print(f"vidxai report: error: {exc}", file=sys.stderr)
+            return 2
+    except ValueError as exc:
         print(f"vidxai report: error: {exc}", file=sys.stderr)
         return 2
     return 0
