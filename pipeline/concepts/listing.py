@@ -15,31 +15,40 @@ from transforms.records import ClipRef, make_clip_id
 from transforms.tcav_stages import IMAGE_EXTENSIONS
 
 
-def _refs(paths: Sequence[str], num_frames: int, frame_stride: int) -> list[ClipRef]:
-    return [ClipRef(make_clip_id(p, 0, num_frames, frame_stride), p) for p in paths]
+def _refs(paths: Sequence[str | tuple[str, int]], num_frames: int, frame_stride: int
+          ) -> list[ClipRef]:
+    out = []
+    for p in paths:
+        video, start = p if isinstance(p, tuple) else (p, 0)
+        out.append(ClipRef(make_clip_id(video, start, num_frames, frame_stride), video, start))
+    return out
 
 
-def _concept_manifest(path: str) -> dict[str, list[str]]:
+def _concept_manifest(path: str) -> dict[str, list[tuple[str, int]]]:
     if not FileSystems.exists(path):
         raise ValueError(f"--concepts manifest {path} does not exist")
     with FileSystems.open(path) as fh:
         text = io.TextIOWrapper(fh, encoding="utf-8")
         rows = (list(csv.DictReader(text)) if path.lower().endswith(".csv")
                 else [json.loads(line) for line in text if line.strip()])
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[tuple[str, int]]] = {}
     for n, row in enumerate(rows, start=1):
         if not row.get("video") or not row.get("concept"):
             raise ValueError(f"--concepts {path}: row {n} needs 'video' and 'concept'")
         video = str(row["video"])
         if "://" not in video and not os.path.isabs(video):
             video = os.path.join(os.path.dirname(path), video)
-        out.setdefault(str(row["concept"]), []).append(video)
+        start = str(row.get("start_frame") or 0)
+        if not start.isdigit():
+            raise ValueError(f"--concepts {path}: row {n}: start_frame must be an integer >= 0")
+        out.setdefault(str(row["concept"]), []).append((video, int(start)))
     return out
 
 
 def list_concepts(spec: str, num_frames: int, frame_stride: int, min_clips: int
                   ) -> dict[str, list[ClipRef]]:
-    """Concept name → its clips (videos from frame 0, or still images).
+    """Concept name → its clips (videos from frame 0 or a manifest's ``start_frame``, or still
+    images).
 
     Raises:
         ValueError: ``spec`` is missing or holds no concept; a concept folder is empty or has
