@@ -170,6 +170,15 @@ def test_bad_input_is_one_clear_line_before_any_work(world, tmp_path, change, me
     assert not (tmp_path / "out").exists()  # nothing was written
 
 
+def test_a_random_pool_too_small_for_the_runs_is_refused(world, tmp_path):
+    argv = _argv(world, tmp_path / "out")
+    argv[argv.index("--random") + 1] = str(world["concepts"] / "move_right")
+    with pytest.raises(ValueError, match="concept 'move_left': its runs draw 16-clip sets, so "
+                                         "the random pool needs at least 32 clips besides its "
+                                         "own; it has 24"):
+        run(argv)
+
+
 def test_an_empty_concept_folder_is_refused(world, tmp_path):
     concepts = tmp_path / "concepts"
     shutil.copytree(world["concepts"] / "move_right", concepts / "move_right")

@@ -25,6 +25,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
@@ -126,10 +127,7 @@ def feature_rows(items: Sequence[tuple[ConceptClip, str, np.ndarray]], scorer,
         batch = items[start:start + s.batch_size]
         classes = sorted({k for clip, variant, _ in batch if variant == "dynamic"
                           for k in clip.classes})
-        x = np.stack([f for _, _, f in batch])
-        import torch
-
-        xs = torch.stack([scorer.to_input(f) for f in x])
+        xs = torch.stack([scorer.to_input(f) for _, _, f in batch])
         feats = tcav.layer_features(scorer.model, scorer.logits, xs, s.layers, classes, s.pool)
         for layer, (acts, grads) in feats.items():
             for b, (clip, variant, _) in enumerate(batch):

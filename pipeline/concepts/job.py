@@ -95,6 +95,7 @@ class Prepared:
     opts: ConceptOptions
     options: PipelineOptions
     handler: VideoModelHandler
+    weights_sha256: str
     settings: FeatureSettings
     layers: tuple[str, ...]
     degenerate_skipped: tuple[str, ...]
@@ -136,8 +137,29 @@ def prepare(argv: Sequence[str]) -> Prepared:
         cache_key=key, mean=spec.mean, batch_size=opts.batch_size,
         tube_stride=max(1, size // 14), box_size=2 * max(1, size // 14),
         tubes_per_clip=opts.tubes_per_clip)
-    return Prepared(opts, options, handler, settings, tuple(layers), tuple(skipped), names,
+    check_random_pool(opts, concepts, random)
+    return Prepared(opts, options, handler, sha, settings, tuple(layers), tuple(skipped), names,
                     tuple(inputs), targets, concepts, tuple(random))
+
+
+def check_random_pool(opts: ConceptOptions, concepts: dict, random: Sequence[ClipRef]) -> None:
+    """Every concept's runs can draw a random set and the two null sets (2k distinct clips).
+
+    Raises:
+        ValueError: naming the first concept whose runs cannot be drawn.
+    """
+    sizes = {name: len(refs) for name, refs in concepts.items()}
+    if opts.discover:
+        sizes["(discovered)"] = opts.discover_members
+    ids = {r.clip_id for r in random}
+    for name, n in sizes.items():
+        own = {r.clip_id for r in concepts.get(name, ())}
+        k = max(2, int(round(opts.concept_fraction * n)))
+        if len(ids - own) < 2 * k:
+            raise ValueError(f"concept {name!r}: its runs draw {k}-clip sets, so the random "
+                             f"pool needs at least {2 * k} clips besides its own; it has "
+                             f"{len(ids - own)} (give more --random clips or a lower "
+                             f"--concept-fraction)")
 
 
 def feature_items(prep: Prepared) -> list[ConceptClip]:
@@ -269,7 +291,7 @@ def done_rows(output: str, model: str, sha: str) -> set[tuple]:
 
 def make_plan(prep: Prepared, run_id: str, concepts: list[ConceptSet]) -> TcavPlan:
     opts, s = prep.opts, prep.settings
-    sha = prep.handler.validate()
+    sha = prep.weights_sha256
     config_hash = hashlib.sha256(json.dumps(
         [s.cache_key, opts.random_runs, opts.concept_fraction, opts.cav_classifier,
          opts.alpha, opts.min_cav_accuracy]).encode()).hexdigest()[:16]
