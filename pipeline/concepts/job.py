@@ -238,7 +238,10 @@ def run_features(prep: Prepared, todo: list[ConceptClip], proposals_from: list[C
                     | "Propose" >> beam.ParDo(ProposeFn(s)))
         clips = (clips, proposed) | "AllClips" >> beam.Flatten()
     out = (clips | "Spread" >> beam.Reshuffle()
-           | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=s.batch_size)
+           # fixed size: Beam's adaptive batching would aim at ~1 s batches (and warn on
+           # every batch while it fits its timing model)
+           | "Batch" >> beam.BatchElements(min_batch_size=s.batch_size,
+                                           max_batch_size=s.batch_size)
            | "Features" >> beam.ParDo(FeaturesFn(prep.handler, s, _join(root, CACHE))
                                       ).with_outputs("errors", main="committed"))
     (out.errors | "AllErrors" >> beam.combiners.ToList()
