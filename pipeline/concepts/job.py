@@ -344,7 +344,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
         mine = [ConceptClip(r) for r in prep.inputs if r.clip_id not in mined]
     run_features(prep, todo, mine, run_id)
     concepts = [ConceptSet(name, "user", tuple(r.clip_id for r in refs),
-                           tuple(r.video for r in refs))
+                           tuple(f"{r.video}@{r.start_frame}" if r.start_frame else r.video
+                                 for r in refs))
                 for name, refs in prep.concepts.items()]
     if opts.discover:
         concepts += discovered_concepts(prep)

@@ -78,7 +78,8 @@ def concepts_table(rows: Sequence[dict]) -> Table:
 
 
 def example_frames(example: str, model: str) -> np.ndarray | None:
-    """uint8 (T, H, W, 3) of one example (``VIDEO@START#tubeN``: the tube's region only)."""
+    """uint8 (T, H, W, 3) of one example: ``VIDEO``, ``VIDEO@START`` (a clip from frame
+    START) or ``VIDEO@START#tubeN`` (only the tube's region)."""
     from models.registry import get_spec
     from transforms.records import ClipRef
     from transforms.tcav_stages import ConceptClip, FeatureSettings, decode_frames, proposal_frames
@@ -89,10 +90,12 @@ def example_frames(example: str, model: str) -> np.ndarray | None:
     except ValueError:
         t, size, ratio, mean = 16, 112, 1.0, (0.45, 0.45, 0.45)
     video, start, tube = example, 0, -1
-    if "#tube" in example:
-        video, rest = example.rsplit("@", 1)
-        start_s, tube_s = rest.split("#tube")
-        start, tube = int(start_s), int(tube_s)
+    if "#tube" in video:
+        video, tube_s = video.rsplit("#tube", 1)
+        tube = int(tube_s)
+    if "@" in video and video.rsplit("@", 1)[1].isdigit():
+        video, start_s = video.rsplit("@", 1)
+        start = int(start_s)
     s = FeatureSettings(model, (), "space", t, size, ratio, 1, "", mean,
                         tube_stride=max(1, size // 14), box_size=2 * max(1, size // 14))
     try:
