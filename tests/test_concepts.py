@@ -241,3 +241,17 @@ def test_report_shows_the_concepts_section(result):
     [right] = [r for r in rows if (r["class"], r["layer"], r["concept"])
                == ("move_right", "block2", "move_right")]
     assert right["dynamic_significant"] == "True" and right["static_significant"] == "False"
+
+
+def test_concept_manifest_rows_name_clips_of_one_video(tmp_path):
+    from pipeline.concepts.listing import list_concepts
+
+    rows = [{"video": "v.avi", "concept": "walk", "start_frame": s} for s in (0, 40, 80)]
+    manifest = tmp_path / "c.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    [refs] = list_concepts(str(manifest), 16, 1, 3).values()
+    assert [r.start_frame for r in refs] == [0, 40, 80]
+    assert len({r.clip_id for r in refs}) == 3 and refs[0].video == str(tmp_path / "v.avi")
+    manifest.write_text(json.dumps({"video": "v.avi", "concept": "walk", "start_frame": "x"}))
+    with pytest.raises(ValueError, match="row 1: start_frame must be an integer >= 0"):
+        list_concepts(str(manifest), 16, 1, 1)
