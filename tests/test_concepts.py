@@ -156,6 +156,7 @@ def test_adding_a_concept_computes_only_that_concept(world, result, tmp_path):
     (("--layers", "fc"), "is not a 5-D layer of synth_small3d; its 5-D layers: stem"),
     (("--targets", "jump"), "'jump' is not a class of the network"),
     (("--min-concept-clips", "30"), "has 24 clips; --min-concept-clips is 30"),
+    (("--stride", "3"), "option --stride belongs to the explanation job"),
 ])
 def test_bad_input_is_one_clear_line_before_any_work(world, tmp_path, change, message):
     argv = _argv(world, tmp_path / "out")

@@ -88,6 +88,23 @@ def resolve_layers(handler: VideoModelHandler, wanted: Sequence[str], num_frames
     return (usable[-2:] if usable else cands[-2:]), degenerate
 
 
+def reject_explanation_flags(argv: Sequence[str]) -> None:
+    """The explanation job's own flags (``--stride``, ``--methods``, ...) would pass Beam's
+    check silently and do nothing here: refuse them in one line."""
+    import argparse
+
+    from pipeline.options import VidxaiOptions
+
+    ap = argparse.ArgumentParser(add_help=False)
+    VidxaiOptions._add_argparse_args(ap)
+    theirs = {o for a in ap._actions for o in a.option_strings}
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag in theirs:
+            raise ValueError(f"option {flag} belongs to the explanation job, not to "
+                             "'concepts' (run_pipeline.py concepts --help)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Prepared:
     """Everything the run needs, validated."""
@@ -109,9 +126,8 @@ class Prepared:
 def prepare(argv: Sequence[str]) -> Prepared:
     """Parse and validate every option and input before any work (one-line ValueErrors)."""
     opts, beam_argv = parse(argv)
-    import pipeline.options  # noqa: F401  (Beam's and vidxai's flags are known to the check)
-
     check_known_args(beam_argv)
+    reject_explanation_flags(beam_argv)
     options = with_default_runner(PipelineOptions(beam_argv))
     handler = VideoModelHandler(
         ModelConfig(model=opts.model, checkpoint=opts.checkpoint, num_frames=opts.num_frames,
