@@ -5,11 +5,12 @@
 For each network: 200 concept clips × 2 layers × R = 20 on the synthetic world; it prints the
 seconds of each stage — activations (forward only: concept and random clips, and their static
 twins), gradients (forward + one backward per class: the tested clips), CAV training and scoring
-— measured side by side in one process, and the peak resident memory after each stage. The
-stages stream one layer at a time (the scoring stage holds one layer's features). r3d_18 runs
-with random weights (timing only). Output: docs/CONCEPTS.md.
+— measured side by side in one process, and the peak resident memory after each stage. As in
+the job, CAVs are trained and scored one layer at a time (the features kept are the pooled
+ones: a few MB). r3d_18 runs with random weights (timing only). Output and readings:
+docs/CONCEPTS.md.
 
-:func:`make_world` (also used by tests/test_tcav_world.py) writes the world: concept folders of
+:func:`make_world` (also used by tests/test_concepts.py) writes the world: concept folders of
 clips the network never saw (the red target disc alone, moving right / left), held-out input
 clips with labels, and random clips.
 """
