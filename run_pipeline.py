@@ -2,6 +2,7 @@
 
     python run_pipeline.py --input VIDEOS --output OUT [--model ...] [Beam options]
     python run_pipeline.py report --output OUT [--compare OTHER] [...]   (report --help)
+    python run_pipeline.py concepts --input CLIPS --concepts DIR --output OUT [...]  (Video-TCAV)
 
 Writes OUT/saliency/, OUT/metrics/, OUT/errors/ (Parquet) and OUT/run.json. See README.md.
 This file only parses the command line; the job is :func:`pipeline.job.run`, the report
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.apps.report.cli import main as report_main
 
         return report_main(argv[1:])
+    if argv[:1] == ["concepts"]:
+        return concepts_main(argv[1:])
     if "-h" in argv or "--help" in argv:
         print_help()
         return 0
@@ -91,6 +94,26 @@ def main(argv: list[str] | None = None) -> int:
           f"{c['clips_skipped']}  ({info['seconds']:.1f} s)")
     print(f"results: {out.saliency}  {out.metrics}  {out.errors}  {out.run_json}")
     return EXIT_FAILED if failed else 0
+
+
+def concepts_main(argv: list[str]) -> int:
+    """``run_pipeline.py concepts``: Video-TCAV over a dataset (docs/CONCEPTS.md)."""
+    from pipeline.concepts.job import run, summary
+    from pipeline.concepts.options import parser
+
+    if "-h" in argv or "--help" in argv:
+        parser().print_help()
+        return 0
+    try:
+        info = run(argv)
+    except ValueError as exc:
+        print(f"vidxai concepts: error: {exc}", file=sys.stderr)
+        return 2
+    print(summary(info))
+    print(f"\nclips: {info['clips_featured']} computed, {info['clips_cached']} from the cache; "
+          f"{info['rows_written']} rows written, {info['rows_already_done']} already done "
+          f"({info['seconds']:.1f} s)")
+    return 0
 
 
 def exit_now(code: int) -> None:

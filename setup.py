@@ -14,6 +14,7 @@ REQUIREMENTS = [
     "safetensors>=0.4",
     "scipy>=1.11,<2",  # the report's paired test (Wilcoxon signed-rank)
     "matplotlib>=3.8,<4",  # the report's plots and animated overlays (GIF through Pillow)
+    "scikit-learn>=1.5,<1.9",  # Video-TCAV: SGDClassifier / LogisticRegression CAVs, KMeans
 ]
 
 setup(

@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import storage
-from pipeline.apps.report import compare, pictures, plots, render, tables
+from pipeline.apps.report import compare, concepts, pictures, plots, render, tables
 from pipeline.apps.report.colours import method_rgb
 from pipeline.apps.report.load import ERROR_COLUMNS, RunData, load_run
 from pipeline.apps.report.page import Figure, Section, page
@@ -273,6 +273,9 @@ def _build_report(opts: Options) -> list[str]:
         section = comparison(run, base, opts)
         sections.append(section)
         compared = list(section.tables)
+    concept_section = concepts.section(opts.output, opts.report)  # OUT/concepts/, if any
+    if concept_section is not None:
+        sections.append(concept_section)
     lines = unreadable_lines(run, base)
     for line in lines:
         print(f"vidxai report: warning: {line}", file=sys.stderr)
@@ -360,7 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
         build_report(opts)
-    except (NoOutput, ValueError) as exc:  # UnknownOptionError included
+    except NoOutput as exc:  # a concepts job's output alone still gets its section
+        if concepts.only_report(opts.output, opts.report) is None:
+            print(f"vidxai report: error: {exc}", file=sys.stderr)
+            return 2
+    except ValueError as exc:  # UnknownOptionError included
         print(f"vidxai report: error: {exc}", file=sys.stderr)
         return 2
     return 0
