@@ -18,7 +18,8 @@ BENCHMARKS = ("pipeline_overhead", "osa_vs_captum", "dense_masks", "approx_vs_ex
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="", help=f"comma list of benchmark numbers (1-{len(BENCHMARKS)})")
+    ap.add_argument("--only", default="",
+                    help=f"comma list of benchmark numbers (1-{len(BENCHMARKS)})")
     args, rest = ap.parse_known_args(argv)
     chosen = ([BENCHMARKS[int(i) - 1] for i in args.only.split(",")] if args.only
               else list(BENCHMARKS))
