@@ -1,4 +1,4 @@
-"""All seven benchmarks in turn, each with its defaults (about 20 min on 2 CPU cores).
+"""All eight benchmarks in turn, each with its defaults (about 20 min on 2 CPU cores).
 
     python -m benchmarks.run_all [--device cpu] [--only 2,4]
 
@@ -13,7 +13,7 @@ import importlib
 import sys
 
 BENCHMARKS = ("pipeline_overhead", "osa_vs_captum", "dense_masks", "approx_vs_exact",
-              "scaling", "flow_share", "startup")
+              "scaling", "flow_share", "startup", "batch_fill")
 
 
 def main(argv: list[str] | None = None) -> None:
