@@ -1,7 +1,12 @@
-"""Incremental exact AOSA (``--incremental``) against full forwards, side by side.
+"""Incremental AOSA (``--incremental``, exact and approximate) against full forwards.
 
-    .venv/bin/python benchmarks/incremental.py [--models r3d_18,synth_small3d,i3d_kinetics400]
-        [--motion static,pan] [--batch-size 8] [--limit N] [--threshold 0.6] [--boxes sample]
+    python -m benchmarks.incremental [--models r3d_18,synth_small3d,i3d_kinetics400]
+        [--motion static,pan] [--batch-size 8] [--limit N] [--threshold 0.6]
+        [--keep 1,0.99,0.9] [--device cpu]
+
+``--keep`` lists the executor's projective-field thresholds (1: exact; below 1 the
+approximate mode of :func:`models.incremental.threshold_region`); each is one row, with the
+map's Spearman rank correlation to the full-forward map. Target: ≥ 2× with Spearman ≥ 0.99.
 
 For each network and clip: exact AOSA's N integrated tube masks (anchors every size/14 px,
 boxes 2 × that, K = 3: N = 196 at 112 px with 16-px boxes, as the paper) scored through the
@@ -37,11 +42,12 @@ import models  # noqa: F401  (registers the networks)
 import models.i3d  # noqa: F401
 import models.small3d  # noqa: F401
 import models.torchvision_video  # noqa: F401
+from benchmarks import common
 from models.registry import build_network, get_spec
 from transforms.masks import mask_members, occlusion_masks
 from transforms.methods.aosa import aggregate
 from transforms.perturbation import PerturbationEngine
-from transforms.scoring import Scorer, resolve_precision
+from transforms.scoring import Scorer, resolve_device, resolve_precision
 from transforms.tubes import tubes_from_frames
 
 TARGET_SPEEDUP = 2.0
@@ -65,14 +71,14 @@ def synthetic_clip(frames: int, size: int, motion: str, seed: int = 0) -> np.nda
     return np.stack(clip)
 
 
-def make_scorer(name: str, precision: str) -> Scorer:
+def make_scorer(name: str, precision: str, device: str = "cpu") -> Scorer:
     spec = get_spec(name)
     if name == "synth_small3d":
         net = build_network(spec)
         spec.load_default_weights(net, None)
     else:
         net = build_network(spec, seed=0)
-    device = torch.device("cpu")
+    device = resolve_device(device)
     return Scorer(net, spec, device, resolve_precision(precision, device))
 
 
@@ -91,7 +97,7 @@ def aosa_map(engine: PerturbationEngine, boxes: torch.Tensor, partners: torch.Te
 
 
 def run_one(name: str, motion: str, kind: str, args: argparse.Namespace) -> dict:
-    scorer = make_scorer(name, args.precision)
+    scorer = make_scorer(name, args.precision, args.device)
     size = SIZES.get(name, scorer.spec.input_size)
     frames = 16
     stride = max(1, size // 14)
@@ -103,6 +109,7 @@ def run_one(name: str, motion: str, kind: str, args: argparse.Namespace) -> dict
     grid = tuple(int(v) for v in args.grid.split(","))
     n = tubes.num_masks if args.limit <= 0 else min(args.limit, tubes.num_masks)
     x = scorer.to_input(clip)
+    boxes, partners = boxes.to(scorer.device), partners.to(scorer.device)
     with torch.inference_mode():
         target = int(scorer.logits(x[None]).argmax())
     keeps = [float(k) for k in args.keep.split(",")]
@@ -112,13 +119,15 @@ def run_one(name: str, motion: str, kind: str, args: argparse.Namespace) -> dict
     maps, macs = {}, {}
     for rep in range(args.repeats):
         for mode in (modes if rep % 2 == 0 else modes[::-1]):
+            common.sync(scorer.device)
             start, start_cpu = time.perf_counter(), time.process_time()
             engine = PerturbationEngine(scorer, x, target, "prob", args.batch_size,
                                         incremental=(mode != "full"))
             if mode != "full":
                 engine._logits = scorer.incremental(x, args.threshold, grid,
                                                     keep=float(mode.split()[1]))
-            maps[mode] = aosa_map(engine, boxes, partners, n)
+            maps[mode] = aosa_map(engine, boxes, partners, n).cpu()
+            common.sync(scorer.device)
             times[mode].append(time.perf_counter() - start)
             cpu[mode].append(time.process_time() - start_cpu)
             if mode != "full":
@@ -164,11 +173,13 @@ def main(argv: list[str] | None = None) -> None:
                         "change recomputed; 1: exact), e.g. 1,0.99,0.95,0.9")
     p.add_argument("--masks", default="aosa", help="aosa (integrated tubes), aosa_sgl or both")
     p.add_argument("--precision", default="fp32")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · {machine()} · torch "
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · {machine()} · device "
+          f"{args.device} · torch "
           f"{torch.__version__} · batch {args.batch_size} · {args.precision} · threshold "
           f"{args.threshold} · tiles {args.grid} · best of {args.repeats}")
     print(f"target: speed-up >= {TARGET_SPEEDUP:g}x with map Spearman >= {TARGET_SPEARMAN:g} "
