@@ -369,3 +369,13 @@ def test_keep_one_is_the_exact_executor():
 def test_keep_outside_the_unit_interval_is_refused():
     with pytest.raises(ValueError, match="keep share"):
         IncrementalExecutor(TwoConv().eval(), torch.zeros(1, 3, 8, 32, 32), keep=0.0)
+
+
+def test_engine_passes_the_keep_share_to_the_executor():
+    scorer = network_scorer("tiny")
+    x = scorer.to_input(translating_clip(1, 1, frames=8, size=32, seed=6))
+    engine = PerturbationEngine(scorer, x, 0, incremental=True, incremental_keep=0.7)
+    batch = x[None].clone()
+    batch[0, :, :, :8, :8] = 0.0
+    engine.score(batch)
+    assert engine._logits.executor.keep == 0.7 and engine._logits.executor.dropped

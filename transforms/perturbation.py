@@ -211,11 +211,14 @@ class PerturbationEngine:
             :meth:`Scorer.incremental`): equal scores, fewer FLOPs when the occlusion is a
             small box. Built on the first :meth:`score`; a network torch.fx cannot trace
             scores with full forwards and a logged warning.
+        incremental_keep: the incremental executor's projective-field threshold (1: exact;
+            below 1 the approximate mode, :func:`models.incremental.threshold_region`: maps
+            close to, not equal to, full forwards).
     """
 
     def __init__(self, scorer: Scorer, x: torch.Tensor, target: int, score: str = "prob",
                  batch_size: int = 8, clean_logits: torch.Tensor | None = None,
-                 incremental: bool = False) -> None:
+                 incremental: bool = False, incremental_keep: float = 1.0) -> None:
         if score not in SCORES:
             raise ValueError(f"unknown score {score!r}; use one of {', '.join(SCORES)}")
         if batch_size < 1:
@@ -234,7 +237,7 @@ class PerturbationEngine:
                              f"{num_classes} classes")
         self.base_score = float(target_score(self.clean_logits[None], self.target, score)[0])
         self._fills: dict[tuple, torch.Tensor] = {}
-        self.incremental = incremental
+        self.incremental, self.incremental_keep = incremental, incremental_keep
         self._logits: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
@@ -276,7 +279,7 @@ class PerturbationEngine:
             return self.scorer.logits
         if self._logits is None:
             try:
-                self._logits = self.scorer.incremental(self.x)
+                self._logits = self.scorer.incremental(self.x, keep=self.incremental_keep)
             except TypeError as err:
                 log.warning("--incremental: %s; scoring with full forwards", err)
                 self._logits = self.scorer.logits
