@@ -34,6 +34,11 @@ co-moving partners, which can sit anywhere in the frame; the bounding box of suc
 usually covers most of it (measured: 0 % of r3d_18's convolution MACs saved on a static
 clip with one box per clip, 52 % with tiles).
 
+Approximate mode (``keep`` < 1; Krypton's projective-field thresholding, Nakandala et al.,
+SIGMOD 2019): after each convolution / pooling, only the changed cells carrying ``keep`` of
+the layer's change mass stay in the region later layers recompute (:func:`threshold_region`);
+the outputs are then close to, not equal to, a full forward's.
+
 ``IncrementalExecutor.macs`` counts the convolution multiply-accumulates actually computed
 against those of full forwards (the share of FLOPs saved).
 
