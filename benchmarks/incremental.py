@@ -193,7 +193,10 @@ def main(argv: list[str] | None = None) -> None:
         for motion in args.motion.split(","):
             for kind in args.masks.split(","):
                 for r in run_one(name, motion, kind, args):
-                    met = ("met" if r["speedup"] >= TARGET_SPEEDUP
+                    # The smaller of the wall and CPU speed-ups: either alone flatters
+                    # when the machine's load changes between the timed runs.
+                    speedup = min(r["speedup"], r["cpu_speedup"])
+                    met = ("met" if speedup >= TARGET_SPEEDUP
                            and r["spearman"] >= TARGET_SPEARMAN else "missed")
                     print(f"| {r['network']} | {r['input']} | {r['motion']} | {r['kind']} "
                           f"| {r['masks']} | {r['box']} | {r['mode']} "
