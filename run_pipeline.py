@@ -32,11 +32,11 @@ USAGE_EPILOG = ("All standard Beam options are accepted too (--runner, --direct_
 def print_help() -> None:
     import argparse
 
-    from pipeline.options import VidxaiOptions
+    from pipeline.flags import add_arguments  # neither Beam nor torch: --help stays fast
 
     parser = argparse.ArgumentParser(prog="run_pipeline.py", description=__doc__.splitlines()[0],
                                      epilog=USAGE_EPILOG)
-    VidxaiOptions._add_argparse_args(parser)
+    add_arguments(parser)
     parser.add_argument("--list-models", action="store_true", help="list networks and exit")
     parser.print_help()
 

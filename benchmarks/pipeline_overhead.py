@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{pure:.2f} s (mean of a run before and one after the {args.clips}-clip job); raw "
           f"{t_many / args.clips:.2f} s per clip with start-up; AOSA's own time inside the "
           f"job (metrics/ seconds) {t_aosa / args.clips:.2f} s per clip")
+    print(f"fixed cost of a run (the 1-clip job minus one clip's share) "
+          f"{t_one - per_clip:.2f} s")
     print(f"pipeline / pure model = {ratio:.3f} (target <= {TARGET}: "
           f"{'met' if ratio <= TARGET else 'MISSED'}); raw with start-up "
           f"{t_many / args.clips / pure:.3f}", flush=True)

@@ -34,6 +34,11 @@ co-moving partners, which can sit anywhere in the frame; the bounding box of suc
 usually covers most of it (measured: 0 % of r3d_18's convolution MACs saved on a static
 clip with one box per clip, 52 % with tiles).
 
+Approximate mode (``keep`` < 1; Krypton's projective-field thresholding, Nakandala et al.,
+SIGMOD 2019): after each convolution / pooling, only the changed cells carrying ``keep`` of
+the layer's change mass stay in the region later layers recompute (:func:`threshold_region`);
+the outputs are then close to, not equal to, a full forward's.
+
 ``IncrementalExecutor.macs`` counts the convolution multiply-accumulates actually computed
 against those of full forwards (the share of FLOPs saved).
 
@@ -277,13 +282,20 @@ class IncrementalExecutor:
         grid: tiles per axis (T, H, W) of every layer's output (fewer where an axis is
             shorter).
         graph: a traced graph of ``model`` (default: :func:`trace`).
+        keep: projective-field thresholding (approximate mode; 1 = exact): after each
+            convolution / pooling, only the changed cells carrying this share of the layer's
+            change (:func:`threshold_region`) stay in the region later layers recompute.
     """
 
     def __init__(self, model: nn.Module, clean: torch.Tensor,
                  threshold: float = DEFAULT_THRESHOLD, grid: Triple = DEFAULT_GRID,
-                 graph: fx.GraphModule | None = None) -> None:
+                 graph: fx.GraphModule | None = None, keep: float = 1.0) -> None:
         if clean.ndim != 5 or clean.shape[0] != 1:
             raise ValueError(f"clean must be (1, C, T, H, W), got {tuple(clean.shape)}")
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"incremental keep share must be in (0, 1], got {keep}")
+        self.keep = keep
+        self.dropped: list[tuple[str, float, float]] = []
         self.model = model
         self.gm = graph if graph is not None else trace(model)
         self.modules = dict(self.gm.named_modules())
@@ -419,25 +431,77 @@ class IncrementalExecutor:
         grid = tuple(-(-n // t) for n, t in zip(out_shape, tile, strict=True))
         if len(tiles) > self.threshold * b * math.prod(grid):
             self.macs.done += b * win.macs_per_output * math.prod(out_shape)
-            return _Value(self._dense(node, {node.args[0]: x}), region)
+            return self._thresholded(node, self._dense(node, {node.args[0]: x}), region)
         fmt = _memory_format(x)
         out = torch.empty_like(clean_out.expand(b, *clean_out.shape[1:]), memory_format=fmt)
         out.copy_(clean_out.expand_as(out))
         if len(tiles) == 0:
             return _Value(out, region)
-        starts = [tile_starts(n, t) for n, t in zip(out_shape, tile, strict=True)]
+        starts = [torch.tensor(tile_starts(n, t), device=x.device)
+                  for n, t in zip(out_shape, tile, strict=True)]
         span = tuple((t - 1) * s + d * (k - 1) + 1 for t, s, d, k in
                      zip(tile, win.stride, win.dilation, win.kernel, strict=True))
-        corners = [(i, (starts[0][gt], starts[1][gy], starts[2][gx]))
-                   for i, gt, gy, gx in tiles.tolist()]
-        corners += corners[:1] * (bucket(len(corners)) - len(corners))
-        y = win.run(gather_windows(x, [(i, tuple(o[a] * win.stride[a] - win.pad_before[a]
-                                                 for a in range(3))) for i, o in corners],
-                                   span, win.pad_value))
-        for (i, o), patch in zip(corners[:len(tiles)], y, strict=False):
-            out[(i, slice(None), *(slice(o[a], o[a] + tile[a]) for a in range(3)))] = patch
+        n = len(tiles)
+        padded = torch.cat([tiles, tiles[:1].expand(bucket(n) - n, -1)])  # see bucket()
+        samples = padded[:, 0]
+        corners = torch.stack([starts[a][padded[:, a + 1]] for a in range(3)], 1)  # (n', 3)
+        stride = torch.tensor(win.stride, device=x.device)
+        before = torch.tensor(win.pad_before, device=x.device)
+        y = win.run(gather_boxes(x, samples, corners * stride - before, span, win.pad_value))
+        paste_boxes(out, samples[:n], corners[:n], y[:n])
         self.macs.done += len(tiles) * win.macs_per_output * math.prod(tile)
-        return _Value(out, region)
+        return self._thresholded(node, out, region)
+
+    def _thresholded(self, node: fx.Node, out: torch.Tensor, region: torch.Tensor) -> _Value:
+        """``out`` with its region, thinned by projective-field thresholding when ``keep`` < 1
+        (the dropped change mass is recorded in ``dropped``: node, dropped, total)."""
+        if self.keep >= 1.0:
+            return _Value(out, region)
+        change = change_mass(out, self.clean[node]) * region
+        kept = threshold_region(change, self.keep)
+        total = float(change.sum())
+        self.dropped.append((node.name, total - float((change * kept).sum()), total))
+        return _Value(out, kept)
+
+
+def change_mass(out: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Each cell's change: Σ_c |out − clean| over channels.
+
+    Args:
+        out: (B, C, T, H, W) a layer's output for a batch.
+        clean: (1, C, T, H, W) its clean output.
+
+    Returns:
+        float32 (B, 1, T, H, W).
+    """
+    return (out.float() - clean.float()).abs().sum(1, keepdim=True)
+
+
+def threshold_region(change: torch.Tensor, keep: float) -> torch.Tensor:
+    """Projective-field thresholding: per clip, the fewest cells carrying ``keep`` of the
+    change mass (the largest changes first; ties at the cut are all kept).
+
+    Krypton (Nakandala et al., SIGMOD 2019) truncates a patch's projective field where
+    it grows past a threshold, because the change concentrates at its centre. Here the cut is
+    by the measured change instead of by geometry, so it also fits integrated masks (several
+    boxes per clip): a cell left out is not recomputed by later layers, which read the clean
+    activation there; the cells dropped at each layer carry at most ``1 − keep`` of its change.
+
+    Args:
+        change: float (B, 1, T, H, W) ≥ 0, zero outside the region (:func:`change_mass`).
+        keep: share in (0, 1].
+
+    Returns:
+        float (B, 1, T, H, W): 1 on the kept cells (a subset of ``change > 0``).
+    """
+    flat = change.reshape(change.shape[0], -1)
+    ordered = flat.sort(dim=1, descending=True).values.double()
+    mass = ordered.cumsum(1)
+    need = keep * mass[:, -1:]  # (B, 1)
+    last = (mass < need).sum(1, keepdim=True).clamp(max=flat.shape[1] - 1)  # first index ≥ need
+    cutoff = ordered.gather(1, last).to(flat.dtype)
+    kept = (flat >= cutoff) & (flat > 0)
+    return kept.reshape(change.shape).to(change.dtype)
 
 
 def bucket(n: int) -> int:
@@ -455,37 +519,63 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
         else torch.contiguous_format)
 
 
-def gather_windows(x: torch.Tensor, corners: Sequence[tuple[int, Triple]], span: Triple,
-                   pad_value: float) -> torch.Tensor:
-    """Stack windows of ``x``, reading ``pad_value`` outside it (the layer's padding).
+def _box_index(samples: torch.Tensor, corners: torch.Tensor, size: Sequence[int]
+               ) -> tuple[torch.Tensor, ...]:
+    """Advanced indices of n boxes of one ``size`` in a (B, T, H, W, ...) view:
+    (n, 1, 1, 1), (n, t, 1, 1), (n, 1, h, 1), (n, 1, 1, w)."""
+    ranges = [corners[:, a, None] + torch.arange(size[a], device=corners.device)
+              for a in range(3)]
+    return (samples[:, None, None, None], ranges[0][:, :, None, None],
+            ranges[1][:, None, :, None], ranges[2][:, None, None, :])
+
+
+def gather_boxes(x: torch.Tensor, samples: torch.Tensor, corners: torch.Tensor,
+                 span: Triple, pad_value: float = 0.0) -> torch.Tensor:
+    """Stack boxes of ``x`` in one indexing call (no Python loop over boxes), reading
+    ``pad_value`` outside ``x`` (the layer's padding; ``x`` itself is never padded).
 
     Args:
         x: (B, C, T, H, W).
-        corners: ``(sample, (t, y, x) start)`` of each window, in unpadded coordinates (may be
-            negative or reach past the end).
-        span: (t, h, w) of every window.
+        samples: int64 (n,) the sample of each box.
+        corners: int64 (n, 3) (t, y, x) start of each box (may be negative or reach past
+            the end).
+        span: (t, h, w) of every box.
 
     Returns:
-        (n, C, *span) in ``x``'s memory format.
+        (n, C, *span) in ``torch.channels_last_3d`` layout (channels innermost, the gather's
+        natural order).
     """
-    shape = x.shape[2:]
-    out = torch.empty((len(corners), x.shape[1], *span), dtype=x.dtype, device=x.device,
-                      memory_format=_memory_format(x))
-    inside = [all(o[a] >= 0 and o[a] + span[a] <= shape[a] for a in range(3))
-              for _, o in corners]
-    if not all(inside):
-        out.fill_(pad_value)
-    for j, ((i, o), whole) in enumerate(zip(corners, inside, strict=True)):
-        lo = [max(0, o[a]) for a in range(3)]
-        hi = [min(shape[a], o[a] + span[a]) for a in range(3)]
-        if any(h <= l_ for l_, h in zip(lo, hi, strict=True)):
-            continue
-        src = x[(i, slice(None), *(slice(lo[a], hi[a]) for a in range(3)))]
-        if whole:
-            out[j].copy_(src)
-        else:
-            out[(j, slice(None), *(slice(lo[a] - o[a], hi[a] - o[a]) for a in range(3)))] = src
-    return out
+    size = torch.tensor(x.shape[2:], device=x.device)
+    inside = (corners >= 0).all() and (corners + torch.tensor(span, device=x.device)
+                                       <= size).all()
+    if bool(inside):
+        index = _box_index(samples, corners, span)
+        return x.permute(0, 2, 3, 4, 1)[index].permute(0, 4, 1, 2, 3)
+    index = list(_box_index(samples, corners, span))
+    valid = None
+    for a in range(3):  # clamp each axis into x; remember which cells were outside
+        pos = index[a + 1]
+        ok = (pos >= 0) & (pos < size[a])
+        valid = ok if valid is None else valid & ok
+        index[a + 1] = pos.clamp(0, int(size[a]) - 1)
+    out = x.permute(0, 2, 3, 4, 1)[tuple(index)]  # (n, t, h, w, C)
+    out.masked_fill_(~valid[..., None], pad_value)
+    return out.permute(0, 4, 1, 2, 3)
+
+
+def paste_boxes(out: torch.Tensor, samples: torch.Tensor, corners: torch.Tensor,
+                patches: torch.Tensor) -> None:
+    """``out[sample, :, box] = patch`` for every box, in one indexing call (boxes that overlap
+    must agree there, as tiles of one layer computed from the same input do).
+
+    Args:
+        out: (B, C, T, H, W), written in place.
+        samples: int64 (n,).
+        corners: int64 (n, 3) (t, y, x) start of each box.
+        patches: (n, C, t, h, w).
+    """
+    out.permute(0, 2, 3, 4, 1)[_box_index(samples, corners, patches.shape[2:])] = (
+        patches.permute(0, 2, 3, 4, 1).to(out.dtype))
 
 
 def _cat_dim(node: fx.Node) -> int:

@@ -9,7 +9,14 @@ import argparse
 
 import numpy as np
 
-from benchmarks import approx_vs_exact, common, dense_masks, flow_share, osa_vs_captum
+from benchmarks import (
+    approx_vs_exact,
+    batch_fill,
+    common,
+    dense_masks,
+    flow_share,
+    osa_vs_captum,
+)
 
 TINY = ["--model", "tiny", "--frames", "4", "--size", "8", "--batch-size", "5"]  # N = 64
 
@@ -52,5 +59,7 @@ def test_synthetic_clip_shape_and_header():
 def test_commands_print_their_ratios(capsys):
     approx_vs_exact.main(TINY)
     flow_share.main(TINY)
+    batch_fill.main([*TINY, "--repeats", "1"])
     out = capsys.readouterr().out
     assert "aosa_approx / aosa = " in out and "(flow + tubes) / scoring = " in out
+    assert out.count("cross-clip batching would save") == len(batch_fill.WORKLOADS)

@@ -1,4 +1,5 @@
-"""Incremental exact occlusion (``--incremental``): region rules and equal maps.
+"""Incremental occlusion (``--incremental``): region rules, equal maps, and the approximate
+mode's error bound.
 
 No test here measures time (benchmarks/incremental.py does); every one compares the
 incremental path with full forwards.
@@ -23,6 +24,7 @@ from models.incremental import (
     Window,
     conv_output_range,
     propagate_region,
+    threshold_region,
     trace,
     window_of,
 )
@@ -286,3 +288,94 @@ def test_explain_clip_with_incremental_equals_without():
         assert_maps_close(torch.from_numpy(full.saliency), torch.from_numpy(inc.saliency))
         assert full.forward_passes == inc.forward_passes
         assert full.metrics.deletion_auc == pytest.approx(inc.metrics.deletion_auc, abs=1e-5)
+
+
+# --- Approximate mode (projective-field thresholding) -----------------------------------------
+
+
+@pytest.mark.parametrize(("keep", "kept"), [(1.0, [1, 1, 1, 1, 0]), (0.5, [1, 0, 0, 0, 0]),
+                                            (0.6, [1, 1, 0, 0, 0]), (0.95, [1, 1, 1, 1, 0])])
+def test_threshold_region_keeps_the_largest_changes_known_answers(keep, kept):
+    change = torch.tensor([5.0, 3.0, 1.0, 1.0, 0.0]).view(1, 1, 1, 1, 5)
+    assert threshold_region(change, keep).flatten().tolist() == kept  # ties at the cut: kept
+
+
+class TwoConv(nn.Module):
+    """conv → ReLU → conv → global mean → linear: small enough for a hand-derived bound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv3d(4, 5, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.conv2(self.relu(self.conv1(x)))).flatten(1))
+
+
+def occluded_batch(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """(6, 3, T, H, W): ``x`` with 1-3 random boxes set to 0 per clip."""
+    g = torch.Generator().manual_seed(seed)
+    batch = x.expand(6, -1, -1, -1, -1).clone()
+    _, t, h, w = x.shape
+    for b in range(6):
+        for _ in range(int(torch.randint(1, 4, (1,), generator=g))):
+            y0, x0 = (int(v) for v in torch.randint(0, h - 8, (2,), generator=g))
+            batch[b, :, :, y0:y0 + 8, x0:x0 + 8] = 0.0
+    return batch
+
+
+@pytest.mark.parametrize("keep", [0.9, 0.5])
+def test_approximate_mode_stays_within_its_error_bound(keep):
+    """With keep < 1 only conv2 can be wrong (conv1 is exact; its output's dropped cells carry at
+    most (1 − keep) of its change mass M1), and ReLU is 1-Lipschitz, so
+    Σ |conv2 error| ≤ L2 · (1 − keep) · M1 with L2 = max_c Σ_{o,k} |w2[o, c, k]|; the mean over
+    the n cells and the linear head give |logit error| ≤ max |W| · Σ |conv2 error| / n."""
+    torch.manual_seed(0)
+    net = TwoConv().eval()
+    x = torch.randn(3, 8, 32, 32)
+    batch = occluded_batch(x, seed=1)
+    with torch.inference_mode():
+        full = net(batch)
+        exact = IncrementalExecutor(net, x[None])(batch)
+        approx_ex = IncrementalExecutor(net, x[None], keep=keep)
+        approx = approx_ex(batch)
+        m1 = (net.conv1(batch) - net.conv1(x[None])).abs().sum(dim=(1, 2, 3, 4))  # (B,)
+    l2 = float(net.conv2.weight.detach().abs().sum(dim=(0, 2, 3, 4)).max())
+    n = 8 * 32 * 32
+    bound = float(net.fc.weight.detach().abs().max()) * l2 * (1 - keep) * m1 / n  # (B,)
+    error = (approx - full).abs().amax(1)
+    assert torch.all(error <= bound + 1e-5), (error, bound)  # 1e-5: float32 rounding
+    if keep <= 0.5:  # the approximation is in use (at 0.9 the tiles recompute most cells)
+        assert float(error.max()) > 1e-5  # float32 rounding alone stays near 1e-7
+    torch.testing.assert_close(exact, full, rtol=1e-5, atol=1e-5)
+    for name, dropped, total in approx_ex.dropped:  # every layer's cut, as documented
+        assert dropped <= (1 - keep) * total * (1 + 1e-6) + 1e-6, name
+
+
+def test_keep_one_is_the_exact_executor():
+    torch.manual_seed(0)
+    net = TwoConv().eval()
+    x = torch.randn(3, 8, 32, 32)
+    batch = occluded_batch(x, seed=2)
+    with torch.inference_mode():
+        a = IncrementalExecutor(net, x[None])(batch)
+        b = IncrementalExecutor(net, x[None], keep=1.0)(batch)
+    assert torch.equal(a, b)
+
+
+def test_keep_outside_the_unit_interval_is_refused():
+    with pytest.raises(ValueError, match="keep share"):
+        IncrementalExecutor(TwoConv().eval(), torch.zeros(1, 3, 8, 32, 32), keep=0.0)
+
+
+def test_engine_passes_the_keep_share_to_the_executor():
+    scorer = network_scorer("tiny")
+    x = scorer.to_input(translating_clip(1, 1, frames=8, size=32, seed=6))
+    engine = PerturbationEngine(scorer, x, 0, incremental=True, incremental_keep=0.7)
+    batch = x[None].clone()
+    batch[0, :, :, :8, :8] = 0.0
+    engine.score(batch)
+    assert engine._logits.executor.keep == 0.7 and engine._logits.executor.dropped

@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from transforms.masks import summed_area_table
 from transforms.scoring import Scorer
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ def local_mean_fill(x: torch.Tensor, window: int) -> torch.Tensor:
 
     Patches are clipped at the frame border (the mean is over the pixels inside). An even
     window spans ``window // 2`` pixels before and ``window // 2 - 1`` after the voxel.
+    Computed as box sums of one summed-area table per channel and frame (float64):
+    O(T · H · W) whatever the window, instead of a pooling of O(T · H · W · window²).
 
     Args:
         x: (3, T, H, W) normalised clip.
@@ -142,12 +145,18 @@ def local_mean_fill(x: torch.Tensor, window: int) -> torch.Tensor:
     if window == 1:
         return x.detach().clone()
     before, after = window // 2, window - 1 - window // 2
+    h, w = x.shape[-2:]
     with torch.no_grad():
-        planes = x.detach().reshape(-1, 1, *x.shape[-2:]).float()
-        ones = torch.ones_like(planes[:1])
-        pad = (before, after, before, after)
-        total = F.avg_pool2d(F.pad(planes, pad), window, stride=1, divisor_override=1)
-        count = F.avg_pool2d(F.pad(ones, pad), window, stride=1, divisor_override=1)
+        sat = summed_area_table(x.detach().reshape(-1, h, w))  # (P, H + 1, W + 1) float64
+
+        def bounds(n: int) -> tuple[torch.Tensor, torch.Tensor]:  # clipped [lo, hi) per cell
+            pos = torch.arange(n, device=x.device)
+            return (pos - before).clamp(min=0), (pos + after + 1).clamp(max=n)
+
+        (y0, y1), (x0, x1) = bounds(h), bounds(w)
+        rows0, rows1 = sat[:, y0], sat[:, y1]  # (P, H, W + 1)
+        total = rows1[..., x1] - rows0[..., x1] - rows1[..., x0] + rows0[..., x0]
+        count = ((y1 - y0)[:, None] * (x1 - x0)[None, :]).double()  # (H, W)
     return (total / count).reshape(x.shape).to(x.dtype)
 
 
@@ -202,11 +211,14 @@ class PerturbationEngine:
             :meth:`Scorer.incremental`): equal scores, fewer FLOPs when the occlusion is a
             small box. Built on the first :meth:`score`; a network torch.fx cannot trace
             scores with full forwards and a logged warning.
+        incremental_keep: the incremental executor's projective-field threshold (1: exact;
+            below 1 the approximate mode, :func:`models.incremental.threshold_region`: maps
+            close to, not equal to, full forwards).
     """
 
     def __init__(self, scorer: Scorer, x: torch.Tensor, target: int, score: str = "prob",
                  batch_size: int = 8, clean_logits: torch.Tensor | None = None,
-                 incremental: bool = False) -> None:
+                 incremental: bool = False, incremental_keep: float = 1.0) -> None:
         if score not in SCORES:
             raise ValueError(f"unknown score {score!r}; use one of {', '.join(SCORES)}")
         if batch_size < 1:
@@ -225,7 +237,7 @@ class PerturbationEngine:
                              f"{num_classes} classes")
         self.base_score = float(target_score(self.clean_logits[None], self.target, score)[0])
         self._fills: dict[tuple, torch.Tensor] = {}
-        self.incremental = incremental
+        self.incremental, self.incremental_keep = incremental, incremental_keep
         self._logits: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
@@ -267,7 +279,7 @@ class PerturbationEngine:
             return self.scorer.logits
         if self._logits is None:
             try:
-                self._logits = self.scorer.incremental(self.x)
+                self._logits = self.scorer.incremental(self.x, keep=self.incremental_keep)
             except TypeError as err:
                 log.warning("--incremental: %s; scoring with full forwards", err)
                 self._logits = self.scorer.logits

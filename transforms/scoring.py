@@ -114,12 +114,14 @@ class Scorer:
             return self.model(x).float()
 
     def incremental(self, x: torch.Tensor, threshold: float = DEFAULT_THRESHOLD,
-                    grid: tuple[int, int, int] = DEFAULT_GRID
+                    grid: tuple[int, int, int] = DEFAULT_GRID, keep: float = 1.0
                     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """Logits of clips that differ from the clean clip ``x`` (3, T, H, W), computed
         incrementally (:mod:`models.incremental`): the clean activations are recorded here,
         once; the returned ``logits(batch (B, 3, T, H, W)) -> (B, num_classes)`` float32
-        equals :meth:`logits` to float tolerance. Call both under ``inference_mode``.
+        equals :meth:`logits` to float tolerance when ``keep`` is 1; below 1 it is the
+        approximate mode (projective-field thresholding,
+        :func:`models.incremental.threshold_region`). Call both under ``inference_mode``.
 
         Raises:
             TypeError: the network cannot be traced with torch.fx.
@@ -129,7 +131,7 @@ class Scorer:
                    if amp is not None else contextlib.nullcontext())
         with context():
             executor = IncrementalExecutor(self.model, x.unsqueeze(0).contiguous(
-                memory_format=mf), threshold, grid)
+                memory_format=mf), threshold, grid, keep=keep)
 
         def logits(batch: torch.Tensor) -> torch.Tensor:
             with context():

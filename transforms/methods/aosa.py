@@ -31,7 +31,13 @@ from collections.abc import Iterator
 
 import torch
 
-from transforms.masks import mask_members, occlusion_masks
+from transforms.masks import (
+    MAX_BOX_MEMBERS,
+    mask_members,
+    occlusion_masks,
+    paint_union_boxes,
+    union_box_areas,
+)
 from transforms.methods.base import Explanation, Method, register_method
 from transforms.perturbation import (
     PerturbationEngine,
@@ -42,6 +48,10 @@ from transforms.perturbation import (
 from transforms.tubes import Tubes
 
 AGGREGATIONS = ("mean", "paper", "reference")
+
+BOX_CHUNK = 1024
+"""Masks handled at once by the box sums (bounds their temporaries: ~1 MB per 1024 masks, T = 16,
+K = 3)."""
 
 
 def tube_mask_batches(boxes: torch.Tensor, partners: torch.Tensor,
@@ -91,6 +101,52 @@ def aggregate(pairs, n: int, shape: tuple[int, int, int], base_score: float,
     return num / n
 
 
+def aggregate_boxes(scores: torch.Tensor, boxes: torch.Tensor, partners: torch.Tensor,
+                    shape: tuple[int, int, int], base_score: float, aggregation: str
+                    ) -> torch.Tensor:
+    """:func:`transforms.methods.aosa.aggregate` of the N integrated masks, none of them dense.
+
+    The three aggregations are weighted sums of the masks (or of their complements), painted
+    box by box (:func:`transforms.masks.paint_union_boxes`).
+
+    Args:
+        scores: (N,) scores f_i of the masks.
+        boxes: int (N, T, 4) tube boxes.
+        partners: int64 (N, K), K + 1 <= :data:`~transforms.masks.MAX_BOX_MEMBERS`.
+        shape: (T, H, W).
+        base_score: f(V).
+        aggregation: ``mean`` | ``paper`` | ``reference``.
+
+    Returns:
+        float32 (T, H, W) on ``boxes``' device.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
+    n = boxes.shape[0]
+    scores = scores.double().to(boxes.device)
+    chunks = torch.arange(n, device=boxes.device).split(BOX_CHUNK)
+
+    def paint(weights: torch.Tensor) -> torch.Tensor:  # Σ_i weights_i · m_i, float64 (T, H, W)
+        total = torch.zeros(shape, dtype=torch.float64, device=boxes.device)
+        for c in chunks:
+            total += paint_union_boxes(weights[c], boxes, mask_members(c, partners), shape)
+        return total
+
+    if aggregation == "mean":
+        num, den = paint(base_score - scores), paint(torch.ones_like(scores))
+        den = den.round()  # coverage counts, integers up to rounding of the cumulative sums
+        return torch.where(den > 0, num / den.clamp(min=1.0), torch.zeros_like(num)).float()
+    if aggregation == "paper":
+        weight = scores
+    else:  # reference: divided by each keep-mask's kept fraction
+        occluded = torch.cat([union_box_areas(boxes, mask_members(c, partners)) for c in chunks]
+                             ) if n else scores.new_zeros(0)
+        kept = 1.0 - occluded.double() / float(torch.tensor(shape).prod())
+        weight = torch.where(kept > 0, (scores - base_score) / kept.clamp(min=1e-12),
+                             torch.zeros_like(kept))
+    return ((weight.sum() - paint(weight)) / n).float()  # Σ_i w_i (1 − m_i) / N
+
+
 def aosa_saliency(x: torch.Tensor, boxes: torch.Tensor, partners: torch.Tensor,
                   score_fn: ScoreFn, batch_size: int, base_score: float,
                   aggregation: str = "mean", fill: torch.Tensor | float = 0.0) -> torch.Tensor:
@@ -133,13 +189,39 @@ class TubeMethod(Method):
                 torch.from_numpy(tubes.partners).to(engine.device))
 
 
+def occlusion_map(engine: PerturbationEngine, boxes: torch.Tensor, partners: torch.Tensor,
+                  fill: torch.Tensor | float, aggregation: str) -> torch.Tensor:
+    """Exact occlusion of N box masks through the engine, and their map.
+
+    Each mask is rasterised once, ``batch_size`` at a time, for its forward; the map is then
+    painted from the boxes and the N scores (:func:`aggregate_boxes`), so no batch is
+    aggregated densely. Masks of more than :data:`~transforms.masks.MAX_BOX_MEMBERS` tubes are
+    aggregated batch by batch (:func:`aggregate`).
+
+    Args:
+        boxes: int (N, T, 4) tube boxes on the engine's device.
+        partners: int64 (N, K).
+        fill: what occluded voxels take.
+        aggregation: see :data:`AGGREGATIONS`.
+
+    Returns:
+        float32 (T, H, W) on the engine's device.
+    """
+    n, shape = boxes.shape[0], engine.frame_shape
+    masks = tube_mask_batches(boxes, partners, shape[1:], engine.batch_size)
+    pairs = engine.perturb(masks, fill)
+    if partners.shape[1] + 1 > MAX_BOX_MEMBERS:
+        return aggregate(pairs, n, shape, engine.base_score, aggregation, engine.device)
+    scores = [s for _, s in pairs]
+    scores = torch.cat(scores) if scores else torch.zeros(0, device=engine.device)
+    return aggregate_boxes(scores, boxes, partners, shape, engine.base_score, aggregation)
+
+
 class _TubeOcclusion(TubeMethod):
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
-        tubes, boxes, partners = self.tube_tensors(engine, tubes)
-        masks = tube_mask_batches(boxes, partners, engine.frame_shape[1:], engine.batch_size)
-        pairs = engine.perturb(masks, self.fill(engine))
-        sal = aggregate(pairs, tubes.num_masks, engine.frame_shape, engine.base_score,
-                        self.options.aggregation, engine.device)
+        _, boxes, partners = self.tube_tensors(engine, tubes)
+        sal = occlusion_map(engine, boxes, partners, self.fill(engine),
+                            self.options.aggregation)
         return Explanation(sal.cpu())
 
 

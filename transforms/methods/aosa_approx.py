@@ -93,12 +93,16 @@ from transforms.masks import (
     MAX_BOX_MEMBERS,
     mask_members,
     occlusion_masks,
-    paint_union_boxes,
     summed_area_table,
-    union_box_areas,
     union_box_sums,
 )
-from transforms.methods.aosa import AGGREGATIONS, TubeMethod, aggregate, tube_mask_batches
+from transforms.methods.aosa import (
+    BOX_CHUNK,
+    TubeMethod,
+    aggregate,
+    aggregate_boxes,
+    tube_mask_batches,
+)
 from transforms.methods.base import Explanation, register_method
 from transforms.perturbation import PerturbationEngine
 from transforms.tubes import Tubes
@@ -115,11 +119,6 @@ MasksOf = Callable[[torch.Tensor], Iterable[torch.Tensor]]
 MaskSums = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 """``sums(direction (T, H, W), indices (M,) or None for all N) ->`` float64 (M,): Σ direction ⊙ m_i
 for those masks, in that order (:func:`box_mask_sums`, or :func:`dense_mask_sums`)."""
-
-BOX_CHUNK = 1024
-"""Masks handled at once by the box sums (bounds their temporaries: ~1 MB per 1024 masks, T = 16,
-K = 3)."""
-
 
 # --- Pure functions -------------------------------------------------------------------------
 
@@ -205,52 +204,6 @@ def box_mask_sums(boxes: torch.Tensor, partners: torch.Tensor) -> MaskSums:
         return torch.cat(out) if out else sat.new_zeros(0)
 
     return sums
-
-
-def aggregate_boxes(scores: torch.Tensor, boxes: torch.Tensor, partners: torch.Tensor,
-                    shape: tuple[int, int, int], base_score: float, aggregation: str
-                    ) -> torch.Tensor:
-    """:func:`transforms.methods.aosa.aggregate` of the N integrated masks, none of them dense.
-
-    The three aggregations are weighted sums of the masks (or of their complements), painted
-    box by box (:func:`transforms.masks.paint_union_boxes`).
-
-    Args:
-        scores: (N,) scores f_i of the masks.
-        boxes: int (N, T, 4) tube boxes.
-        partners: int64 (N, K), K + 1 <= :data:`~transforms.masks.MAX_BOX_MEMBERS`.
-        shape: (T, H, W).
-        base_score: f(V).
-        aggregation: ``mean`` | ``paper`` | ``reference``.
-
-    Returns:
-        float32 (T, H, W) on ``boxes``' device.
-    """
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregation!r}; use one of {AGGREGATIONS}")
-    n = boxes.shape[0]
-    scores = scores.double().to(boxes.device)
-    chunks = torch.arange(n, device=boxes.device).split(BOX_CHUNK)
-
-    def paint(weights: torch.Tensor) -> torch.Tensor:  # Σ_i weights_i · m_i, float64 (T, H, W)
-        total = torch.zeros(shape, dtype=torch.float64, device=boxes.device)
-        for c in chunks:
-            total += paint_union_boxes(weights[c], boxes, mask_members(c, partners), shape)
-        return total
-
-    if aggregation == "mean":
-        num, den = paint(base_score - scores), paint(torch.ones_like(scores))
-        den = den.round()  # coverage counts, integers up to rounding of the cumulative sums
-        return torch.where(den > 0, num / den.clamp(min=1.0), torch.zeros_like(num)).float()
-    if aggregation == "paper":
-        weight = scores
-    else:  # reference: divided by each keep-mask's kept fraction
-        occluded = torch.cat([union_box_areas(boxes, mask_members(c, partners)) for c in chunks]
-                             ) if n else scores.new_zeros(0)
-        kept = 1.0 - occluded.double() / float(torch.tensor(shape).prod())
-        weight = torch.where(kept > 0, (scores - base_score) / kept.clamp(min=1e-12),
-                             torch.zeros_like(kept))
-    return ((weight.sum() - paint(weight)) / n).float()  # Σ_i w_i (1 − m_i) / N
 
 
 def tukey_fences(values: torch.Tensor, k: float = TUKEY_K) -> tuple[float, float]:

@@ -54,7 +54,7 @@ import math
 import numpy as np
 import torch
 
-from transforms.methods.aosa import TubeMethod, aggregate, tube_mask_batches
+from transforms.methods.aosa import TubeMethod, occlusion_map
 from transforms.methods.base import Explanation, register_method
 from transforms.perturbation import PerturbationEngine
 from transforms.tubes import Tubes, cooccurrence, displacement_vectors, top_k_partners
@@ -179,10 +179,8 @@ class _WindowedTubeOcclusion(TubeMethod):
         boxes_np, partners_np = windowed_masks(tubes, self.windows(num_frames), self.integrate)
         boxes = torch.from_numpy(boxes_np).to(engine.device)
         partners = torch.from_numpy(partners_np).to(engine.device)
-        masks = tube_mask_batches(boxes, partners, engine.frame_shape[1:], engine.batch_size)
-        pairs = engine.perturb(masks, self.fill(engine))
-        sal = aggregate(pairs, boxes.shape[0], engine.frame_shape, engine.base_score,
-                        self.options.aggregation, engine.device)
+        sal = occlusion_map(engine, boxes, partners, self.fill(engine),
+                            self.options.aggregation)
         return Explanation(sal.cpu())
 
 
