@@ -42,10 +42,10 @@ def print_help() -> None:
 
 
 def list_models() -> None:
-    from models.registry import available_models, get_spec
+    from models.catalog import DESCRIPTIONS  # no torch: the list prints at once
 
-    for name in available_models():
-        print(f"{name:<18} {get_spec(name).description}")
+    for name in sorted(DESCRIPTIONS):
+        print(f"{name:<18} {DESCRIPTIONS[name]}")
 
 
 def main(argv: list[str] | None = None) -> int:

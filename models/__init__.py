@@ -1,27 +1,26 @@
-"""Pure-PyTorch video classifiers and their registry (never imports Beam)."""
+"""Pure-PyTorch video classifiers and their registry (never imports Beam).
 
-from models.factory import factory_spec, is_factory, load_factory
-from models.registry import (
-    ModelSpec,
-    available_models,
-    build_model,
-    build_network,
-    get_spec,
-    load_checkpoint,
-    load_state_dict_strict,
-    state_dict_from_bytes,
-)
+The package's names load lazily (PEP 562): ``models.catalog`` (the names and descriptions
+``--list-models`` prints) must not pay for importing torch.
+"""
 
-__all__ = [
-    "ModelSpec",
-    "available_models",
-    "build_model",
-    "build_network",
-    "factory_spec",
-    "get_spec",
-    "is_factory",
-    "load_checkpoint",
-    "load_factory",
-    "load_state_dict_strict",
-    "state_dict_from_bytes",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ModelSpec": "models.registry", "available_models": "models.registry",
+    "build_model": "models.registry", "build_network": "models.registry",
+    "get_spec": "models.registry", "load_checkpoint": "models.registry",
+    "load_state_dict_strict": "models.registry", "state_dict_from_bytes": "models.registry",
+    "factory_spec": "models.factory", "is_factory": "models.factory",
+    "load_factory": "models.factory",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

@@ -342,5 +342,4 @@ register(ModelSpec(
     channels_last=True,
     load_default_weights=load_default_weights,
     weights_file=_converted_weights,
-    description="DeepMind RGB Inception-I3D, Kinetics-400, 16x224x224 in [-1, 1]",
 ))

@@ -12,6 +12,7 @@ Tensor conventions used across vidxai:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from collections.abc import Callable, Sequence
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from models.catalog import DESCRIPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +85,12 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    """Add ``spec`` to the registry (names are unique)."""
+    """Add ``spec`` to the registry (names are unique); its description, when not given,
+    comes from :mod:`models.catalog`."""
     if spec.name in _REGISTRY:
         raise ValueError(f"model {spec.name!r} is registered twice")
+    if not spec.description and spec.name in DESCRIPTIONS:
+        spec = dataclasses.replace(spec, description=DESCRIPTIONS[spec.name])
     _REGISTRY[spec.name] = spec
     return spec
 

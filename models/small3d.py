@@ -85,5 +85,4 @@ SPEC = register(ModelSpec(
     gradcam_layer="block3",
     load_default_weights=load_default_weights,
     min_frames=4,
-    description="small 3D-CNN trained on the synthetic action dataset, 16x64x64",
 ))

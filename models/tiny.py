@@ -39,5 +39,4 @@ register(ModelSpec(
     mean=(0.5, 0.5, 0.5),
     std=(0.25, 0.25, 0.25),
     gradcam_layer="features",
-    description="tiny 2-layer 3D-CNN for tests (random weights)",
 ))

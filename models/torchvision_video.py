@@ -68,7 +68,6 @@ for _name, _enum in (("r3d_18", "R3D_18_Weights"), ("mc3_18", "MC3_18_Weights"),
         class_names=kinetics400_class_names,
         gradcam_layer="layer4",
         channels_last=True,
-        description=f"torchvision {_name} (ResNet-18 video), Kinetics-400, 16x112x112",
         weights_note=_weights_note(_enum),
     ))
 
@@ -89,7 +88,6 @@ register(ModelSpec(
     gradcam_layer="features",
     min_frames=14,
     channels_last=True,
-    description="torchvision S3D, Kinetics-400, 16x224x224 (>= 14 frames, ~224 px)",
     weights_note=_weights_note("S3D_Weights"),
 ))
 
@@ -112,7 +110,6 @@ register(ModelSpec(
     gradcam_layer=None,
     min_frames=16,
     fixed_input=True,
-    description="torchvision MViT-V2-S, Kinetics-400, exactly 16x224x224",
     weights_note=_weights_note("MViT_V2_S_Weights"),
 ))
 
@@ -127,6 +124,5 @@ register(ModelSpec(
     resize_ratio=256 / 224,
     class_names=kinetics400_class_names,
     gradcam_layer=None,
-    description="torchvision Swin3D-T, Kinetics-400, 16x224x224 (ImageNet mean/std)",
     weights_note=_weights_note("Swin3D_T_Weights"),
 ))

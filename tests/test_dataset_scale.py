@@ -63,6 +63,32 @@ def many_videos(d: Path, n: int, start: int = 0) -> Path:
 # --- exactly-once after SIGKILL ----------------------------------------------------------------
 
 
+def kill_when(proc, committed, count: int, seconds: float = 240) -> None:
+    """SIGKILL ``proc``'s session once ``committed()`` reaches ``count`` (no cleanup runs)."""
+    deadline = time.monotonic() + seconds
+    try:
+        while committed() < count:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, f"no clip was committed in {seconds} s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def assert_exactly_once(out: Path, identities_per_table: int, clean: Path) -> None:
+    """One row per identity in both tables, nothing in flight left, and the maps of ``clean``
+    (an uninterrupted run of the same clips)."""
+    for table in ("metrics", "saliency"):
+        ids = identities(out, table)
+        assert len(ids) == identities_per_table and set(ids.values()) == {1}, table
+    assert not [p for p in out.rglob("*") if p.name.startswith(".inprogress-")]
+    a, b = maps(out), maps(clean)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
 def test_sigkill_part_way_then_rerun_gives_one_row_per_identity_and_equal_maps(tmp_path):
     videos = many_videos(tmp_path / "videos", 10)
     args = ["--input", str(videos), "--model", "tests.user_models:slow_net", "--num-frames",
@@ -73,15 +99,7 @@ def test_sigkill_part_way_then_rerun_gives_one_row_per_identity_and_equal_maps(t
     proc = subprocess.Popen([sys.executable, "run_pipeline.py", *args, "--output", str(out)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.monotonic() + 240
-    try:
-        while len(table_files(str(out / "metrics"))) < 4:  # 2 clips × 2 methods committed
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no clip was committed in 240 s"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # no cleanup of any kind runs
-        proc.wait()
+    kill_when(proc, lambda: len(table_files(str(out / "metrics"))), 4)  # 2 clips × 2 methods
     committed = identities(out)
     assert 2 <= len({c for c, *_ in committed}) < 10  # killed part-way
     assert not (out / "run.json").exists()
@@ -91,18 +109,10 @@ def test_sigkill_part_way_then_rerun_gives_one_row_per_identity_and_equal_maps(t
     assert c["clips_in"] == 10 and c["clips_failed"] == 0 and info["counts_consistent"]
     assert c["clips_skipped"] >= 2 and c["clips_written"] == 10 - c["clips_skipped"]
     assert info["duplicate_rows"] == 0
-    for table in ("metrics", "saliency"):
-        ids = identities(out, table)
-        assert len(ids) == 20 and set(ids.values()) == {1}, table
-    assert not [p for p in out.rglob("*") if p.name.startswith(".inprogress-")]
-
     # The interrupted-and-resumed output holds the same maps as one uninterrupted run.
     clean = tmp_path / "clean"
     job.run([*args, "--output", str(clean)])
-    a, b = maps(out), maps(clean)
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    assert_exactly_once(out, 20, clean)
 
 
 def test_recovery_removes_temporaries_orphan_maps_and_duplicate_commits(tmp_path, video_dir):

@@ -268,3 +268,12 @@ def test_factory_spec_errors() -> None:
         factory_spec(f"{USER}:image_net_2d", num_frames=8, size=24)
     with pytest.raises(ValueError, match="need num_frames >= min_frames"):
         factory_spec(f"{USER}:small_net", num_frames=8, size=24, min_frames=9)
+
+
+def test_the_catalog_lists_exactly_the_registered_networks() -> None:
+    """--list-models prints models.catalog without importing torch; it must not drift."""
+    from models.catalog import DESCRIPTIONS
+    from models.registry import available_models, get_spec
+
+    assert sorted(DESCRIPTIONS) == available_models()
+    assert all(get_spec(n).description == DESCRIPTIONS[n] for n in DESCRIPTIONS)

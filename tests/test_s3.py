@@ -9,7 +9,6 @@ import io
 import os
 import posixpath
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pipeline import job, storage
 from pipeline.outputs import read_table
 from tests.conftest import write_manifest
 from tests.services import S3Server, free_port, process, s3_server
-from tests.test_dataset_scale import many_videos
+from tests.test_dataset_scale import kill_when, many_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "tiny", "--size", "24", "--num-frames", "8", "--stride", "6", "--topk", "2",
@@ -155,15 +154,8 @@ def test_sigkill_part_way_on_object_storage_then_rerun_gives_one_row_per_identit
     proc = subprocess.Popen([sys.executable, "run_pipeline.py", *args, "--output", out],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.monotonic() + 240
-    try:
-        while len([k for k in keys(s3, f"{out}/metrics") if k.endswith(".parquet")]) < 4:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no clip was committed in 240 s"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # no cleanup of any kind runs
-        proc.wait()
+    kill_when(proc, lambda: len([k for k in keys(s3, f"{out}/metrics")
+                                 if k.endswith(".parquet")]), 4)
     storage.configure(job.PipelineOptions(s3.flags()))
     killed = read_table(f"{out}/metrics", ["clip_id"]).column("clip_id").to_pylist()
     assert 2 <= len(set(killed)) < 6
