@@ -197,8 +197,12 @@ def stage_weights(cfg: RunConfig, local_workers: bool) -> RunConfig:
 
 
 def new_run_id() -> str:
-    """``20261124T151640Z-3fa9c1``: sortable by start time, unique."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    """``20261124T151640.123456Z-3fa9c1``: unique, and sorted as the runs started (to the
+    microsecond: two runs in one second must still sort in order; the report's latest state
+    of a clip relies on it)."""
+    t = time.time()
+    return (time.strftime("%Y%m%dT%H%M%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z-"
+            + uuid.uuid4().hex[:6])
 
 
 class Interrupted(RuntimeError):
