@@ -58,13 +58,18 @@ REQUIRED = {  # the columns a committed file of each table must have
 
 
 def damage(path: str, table: str) -> str | None:
-    """Why a committed file cannot be read (footer or schema), or None when it is sound."""
+    """Why a committed file cannot be read, or None when it is sound: its footer, its schema,
+    and the pages of the columns a run reads (identity columns; maps are not read here)."""
     try:
-        names = set(read_parquet(path).schema_arrow.names)
-    except Exception as exc:  # noqa: BLE001 - truncated, garbage, unreadable: all damage
+        pf = read_parquet(path)
+        names = set(pf.schema_arrow.names)
+        missing = [c for c in REQUIRED[table] if c not in names]
+        if missing:
+            return f"columns {', '.join(missing)} are missing"
+        pf.read(columns=[c for c in REQUIRED[table] if c != "saliency"])
+    except Exception as exc:  # noqa: BLE001 - truncated, garbage, a bad page: all damage
         return " ".join(str(exc).split())[:200] or type(exc).__name__
-    missing = [c for c in REQUIRED[table] if c not in names]
-    return f"columns {', '.join(missing)} are missing" if missing else None
+    return None
 
 
 def quarantine(out: OutputPaths, run_id: str) -> list[dict]:

@@ -186,8 +186,14 @@ def _garbage(path: str) -> None:
     Path(path).write_bytes(b"this is not parquet" * 20)
 
 
+def _bad_page(path: str) -> None:
+    data = bytearray(Path(path).read_bytes())
+    data[4:40] = b"\xff" * 36  # the first page header; the footer still reads
+    Path(path).write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("table, damage_fn", [("metrics", _truncate), ("saliency", _garbage),
-                                              ("errors", _truncate)])
+                                              ("errors", _truncate), ("metrics", _bad_page)])
 def test_a_damaged_file_is_quarantined_and_its_clips_explained_again(
         tmp_path, video_dir, bad_inputs, capsys, table, damage_fn):
     bad_inputs["short"].rename(video_dir / "short.avi")
