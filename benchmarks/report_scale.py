@@ -62,22 +62,26 @@ def method_tables(clips: int, method: str, seed: int) -> tuple[pa.Table, pa.Tabl
         "seconds": rng.random(clips).astype(np.float32),
         "config_hash": ["c" * 16] * clips,
     }
-    schema = pa.schema([f for f in METRICS_SCHEMA if f.name not in ("model", "method")])
-    metrics = pa.table({f.name: pa.array(columns[f.name], f.type) if f.name in columns
-                        else pa.nulls(clips, f.type) for f in schema}, schema=schema)
     maps = rng.random((clips, *SHAPE), dtype=np.float32).astype(np.float16)
-    sal_schema = pa.schema([f for f in saliency_schema(SHAPE[0], SHAPE[1])
-                            if f.name not in ("model", "method")])
-    tensor = pa.FixedShapeTensorArray.from_numpy_ndarray(maps)
-    saliency = pa.table({
-        "clip_id": ids, "video": columns["video"], "start_frame": np.zeros(clips, np.int32),
-        "num_frames": np.full(clips, SHAPE[0], np.int32), "frame_stride": np.ones(clips, np.int32),
-        "weights_sha256": columns["weights_sha256"], "target_class": label,
-        "target_name": columns["label_name"], "target_source": ["label"] * clips,
-        "map_shape": [list(SHAPE)] * clips, "map_min": maps.min(axis=(1, 2, 3)).astype(np.float32),
-        "map_max": maps.max(axis=(1, 2, 3)).astype(np.float32), "saliency": tensor,
-        "config_hash": columns["config_hash"]}, schema=sal_schema)
-    return metrics, saliency
+    columns.update({
+        "start_frame": np.zeros(clips, np.int32), "num_frames": np.full(clips, SHAPE[0], np.int32),
+        "frame_stride": np.ones(clips, np.int32), "target_name": columns["label_name"],
+        "target_source": ["label"] * clips, "map_shape": [list(SHAPE)] * clips,
+        "map_min": maps.min(axis=(1, 2, 3)).astype(np.float32),
+        "map_max": maps.max(axis=(1, 2, 3)).astype(np.float32), "encoding": ["float16"] * clips,
+        "pool": [[1, 1, 1]] * clips, "run_id": ["r" * 8] * clips,
+        "saliency": pa.FixedShapeTensorArray.from_numpy_ndarray(maps)})
+    return (_table(METRICS_SCHEMA, columns, clips),
+            _table(saliency_schema(SHAPE, "float16"), columns, clips))
+
+
+def _table(schema: pa.Schema, columns: dict, rows: int) -> pa.Table:
+    """The sink's own schema without the partition columns, filled from ``columns`` (nulls
+    where a column has no synthetic value), so the files match what the pipeline writes."""
+    schema = pa.schema([f for f in schema if f.name not in ("model", "method")])
+    return pa.table({f.name: (columns[f.name] if isinstance(columns[f.name], pa.Array)
+                              else pa.array(columns[f.name], f.type)) if f.name in columns
+                     else pa.nulls(rows, f.type) for f in schema}, schema=schema)
 
 
 def write(out: Path, rows: int) -> None:

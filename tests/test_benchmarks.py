@@ -63,3 +63,23 @@ def test_commands_print_their_ratios(capsys):
     out = capsys.readouterr().out
     assert "aosa_approx / aosa = " in out and "(flow + tubes) / scoring = " in out
     assert out.count("cross-clip batching would save") == len(batch_fill.WORKLOADS)
+
+
+def test_report_scale_writes_the_sinks_schemas(tmp_path):
+    """The report benchmark's synthetic outputs keep the sink's schemas (it broke once when a
+    column was added to the sink)."""
+    import pyarrow.parquet as pq
+
+    from benchmarks import report_scale
+    from transforms.sink import METRICS_SCHEMA, saliency_schema
+
+    report_scale.write(tmp_path, 8)
+    for name, schema in (("metrics", METRICS_SCHEMA),
+                         ("saliency", saliency_schema(report_scale.SHAPE, "float16"))):
+        files = sorted((tmp_path / name).rglob("*.parquet"))
+        assert len(files) == len(report_scale.METHODS)
+        wanted = [f.name for f in schema if f.name not in ("model", "method")]
+        for f in files:
+            table = pq.read_table(f)
+            assert table.column_names == wanted and table.num_rows == 2
+            assert table.column("clip_id").null_count == 0
