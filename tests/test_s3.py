@@ -332,3 +332,30 @@ def test_a_remote_video_is_streamed_to_one_temporary_file_and_removed(s3, tmp_pa
         assert not os.path.exists(os.path.dirname(path))
         src.unlink()
     assert peaks[160] <= peaks[40] + 12 and peaks[160] < 72, peaks  # MB
+
+
+def test_the_clips_of_a_remote_video_decode_from_one_copy(s3, tmp_path, video_dir):
+    """DecodeFn keeps a remote video's copy for its next clips (``--clips-per-video``): one
+    copy per video instead of one per clip, frames equal to the local file's, and every copy
+    removed when the worker closes it (the least recently used first when it holds too many)."""
+    from transforms.decode import decode_clip
+    from transforms.remote import LocalCopies
+
+    storage.configure(job.PipelineOptions(s3.flags()))
+    root = bucket(s3, "copies")
+    uris = [upload(s3, video_dir / f"good_{i}.avi", f"{root}/good_{i}.avi") for i in (0, 1)]
+    copies = LocalCopies(max_files=1)
+    for start in (0, 2, 4):
+        remote = decode_clip(uris[0], start, 4, 32, copies=copies)
+        local = decode_clip(str(video_dir / "good_0.avi"), start, 4, 32)
+        assert np.array_equal(remote.frames, local.frames)
+    assert copies.copies == 1
+    first = copies.get(uris[0])
+    decode_clip(uris[1], 0, 4, 32, copies=copies)  # evicts the first video's copy
+    assert copies.copies == 2 and not os.path.exists(first)
+    second = copies.get(uris[1])
+    assert os.path.exists(second) and copies.copies == 2
+    copies.close()
+    assert not os.path.exists(os.path.dirname(second))
+    with pytest.raises(FileNotFoundError, match="missing.avi: video does not exist"):
+        LocalCopies().get(f"{root}/missing.avi", "video")

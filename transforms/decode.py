@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from transforms.remote import NO_OPTIONS, FileSystemsOptions, local_copy
+from transforms.remote import NO_OPTIONS, FileSystemsOptions, LocalCopies, local_copy
 
 
 class ClipError(ValueError):
@@ -72,11 +72,12 @@ def sample_indices(start_frame: int, num_frames: int, frame_stride: int) -> list
 
 
 @contextlib.contextmanager
-def _capture(path: str) -> Iterator[cv2.VideoCapture]:
+def _capture(path: str, copies: LocalCopies | None = None) -> Iterator[cv2.VideoCapture]:
     """An opened capture of ``path``; a remote URI is copied to a worker-local temporary file
-    first (removed when the block ends)."""
+    first (removed when the block ends, or kept in ``copies`` for the next clip of it)."""
     try:
-        with local_copy(path, "video") as local:
+        with (copies.use(path, "video") if copies is not None
+              else local_copy(path, "video")) as local:
             if not os.path.exists(local):
                 raise ClipError(f"{path}: file does not exist")
             if os.path.getsize(local) == 0:
@@ -127,6 +128,7 @@ def decode_clip(
     resize_ratio: float = 1.0,
     frame_stride: int = 1,
     seek_to_start: bool = True,
+    copies: LocalCopies | None = None,
 ) -> DecodedClip:
     """Read ``num_frames`` frames from ``path`` starting at ``start_frame``.
 
@@ -135,13 +137,16 @@ def decode_clip(
     converted, and only the clip's ``num_frames`` crops are kept: memory is one clip whatever
     the video's length.
 
+    A remote ``path`` is copied to the worker first; ``copies`` keeps that copy for the
+    video's next clip.
+
     Raises:
         ClipError: the file is missing, empty, not a video, or shorter than needed.
     """
     if start_frame < 0 or num_frames < 1 or frame_stride < 1:
         raise ClipError(f"{path}: bad sampling start={start_frame} frames={num_frames} "
                         f"stride={frame_stride}")
-    with _capture(path) as cap:
+    with _capture(path, copies) as cap:
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         wanted = sample_indices(start_frame, num_frames, frame_stride)
@@ -260,10 +265,14 @@ class DecodeFn(DeadLetterFn):
         self.filesystems.apply()
         if self.threads > 0:  # the worker's thread budget (see RunConfig.thread_budget)
             cv2.setNumThreads(self.threads)
+        self.copies = LocalCopies()  # a remote video's clips decode from one copy
+
+    def teardown(self):
+        self.copies.close()
 
     def apply(self, ref: ClipRef):
         clip = decode_clip(ref.video, ref.start_frame, self.num_frames, self.size,
-                           self.resize_ratio, self.frame_stride)
+                           self.resize_ratio, self.frame_stride, copies=self.copies)
         boxes = None
         if ref.boxes is not None:
             boxes = tuple(clip_boxes(ref.boxes, clip.frame_indices, clip.source_size,

@@ -66,6 +66,28 @@ def local_path(path: str) -> str:
     return path[len("file://"):] if path.startswith("file://") else path
 
 
+def _copy(path: str, what: str, directory: str) -> str:
+    """Stream remote ``path`` into ``directory`` under its base name; the local file's path.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names it).
+        OSError: it cannot be read (permissions, network, credentials; the message names it).
+    """
+    tmp = os.path.join(directory, posixpath.basename(path.rstrip("/")) or "file")
+    with open(tmp, "wb") as out:
+        try:
+            if not FileSystems.exists(path):
+                raise FileNotFoundError(f"{path}: {what} does not exist")
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+                shutil.copyfileobj(src, out, CHUNK)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - credentials, network, permissions
+            raise OSError(f"{path}: {what} cannot be read: "
+                          f"{' '.join(str(exc).split())[:300]}") from exc
+    return tmp
+
+
 @contextlib.contextmanager
 def local_copy(path: str, what: str = "file") -> Iterator[str]:
     """A local path holding the content of ``path`` for the duration of the block.
@@ -78,20 +100,54 @@ def local_copy(path: str, what: str = "file") -> Iterator[str]:
         yield local_path(path)
         return
     directory = tempfile.mkdtemp(prefix="vidxai-")
-    tmp = os.path.join(directory, posixpath.basename(path.rstrip("/")) or "file")
     try:
-        with open(tmp, "wb") as out:
-            try:
-                if not FileSystems.exists(path):
-                    raise FileNotFoundError(f"{path}: {what} does not exist")
-                with FileSystems.open(path,
-                                      compression_type=CompressionTypes.UNCOMPRESSED) as src:
-                    shutil.copyfileobj(src, out, CHUNK)
-            except FileNotFoundError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - credentials, network, permissions
-                raise OSError(f"{path}: {what} cannot be read: "
-                              f"{' '.join(str(exc).split())[:300]}") from exc
-        yield tmp
+        yield _copy(path, what, directory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+class LocalCopies:
+    """Worker-local copies of remote files kept for reuse, so that the clips of one video
+    (``--clips-per-video``, ``--clip-hop``) decode from one copy instead of one copy each.
+
+    At most ``max_files`` copies are kept; the least recently used one is removed when another
+    is needed, and :meth:`close` removes the rest (a DoFn calls it in ``teardown``). Local
+    paths pass through untouched. Not thread-safe: one instance per DoFn instance.
+    """
+
+    def __init__(self, max_files: int = 2) -> None:
+        if max_files < 1:
+            raise ValueError(f"max_files must be >= 1, got {max_files}")
+        self.max_files = max_files
+        self.copies = 0  # remote files copied so far (for tests and counters)
+        self._dirs: dict[str, str] = {}  # uri -> its temporary directory, oldest first
+
+    def get(self, path: str, what: str = "file") -> str:
+        """A local path with the content of ``path`` (valid until evicted or closed)."""
+        if not is_remote(path):
+            return local_path(path)
+        if path in self._dirs:
+            self._dirs[path] = self._dirs.pop(path)  # most recently used last
+        else:
+            while len(self._dirs) >= self.max_files:
+                shutil.rmtree(self._dirs.pop(next(iter(self._dirs))), ignore_errors=True)
+            directory = tempfile.mkdtemp(prefix="vidxai-")
+            try:
+                _copy(path, what, directory)
+            except BaseException:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
+            self._dirs[path] = directory
+            self.copies += 1
+        return os.path.join(self._dirs[path], posixpath.basename(path.rstrip("/")) or "file")
+
+    @contextlib.contextmanager
+    def use(self, path: str, what: str = "file") -> Iterator[str]:
+        """:meth:`get` as a context manager (the copy outlives the block)."""
+        yield self.get(path, what)
+
+    def close(self) -> None:
+        """Remove every copy."""
+        for directory in self._dirs.values():
+            shutil.rmtree(directory, ignore_errors=True)
+        self._dirs.clear()
