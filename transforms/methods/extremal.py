@@ -10,7 +10,8 @@ F-EP). The A = len(areas) preserved clips go through the network as ONE batch (s
 ``engine.batch_size`` chunks only when A is larger). ``ep`` is the plain method both papers
 extend, registered so that the evaluation table can check F-EP's claim against it.
 
-Design (reference = the STEP authors' code, ../shared/REFERENCE.md §3):
+Design (reference = the STEP authors' public code, github.com/shinkyo0513/
+Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
 
 * **Mask** (:func:`upsample_mask`). Parameters p (A, T, h, w): one low-resolution grid per
   frame, h = ceil(H / 8), w = ceil(W / 8) (``step`` 8 px: close to the reference's 7-px step at
@@ -69,10 +70,11 @@ Design (reference = the STEP authors' code, ../shared/REFERENCE.md §3):
   the four synthetic clips at 150 iterations); a hard box cut-off keeps one parameter; f = 0.25
   keeps 2 cosines of an 8-cell axis, too few to place an object inside the frame (it never
   localised on the synthetic clips). ``fep`` has no smoothness term (``fep`` = ``ep`` +
-  modulation), so the pair isolates the modulation. torch has no DCT and scipy is not installed
-  with the project, so :func:`dct` / :func:`idct` compute it with ``torch.fft`` (the FFT of the
-  even extension; a few lines, exact to float rounding, checked against the cosine sums in the
-  tests).
+  modulation), so the pair isolates the modulation. torch has no DCT, and scipy's (scipy is
+  installed, for the report) works on host numpy arrays, not on the scoring device's tensors
+  inside the optimisation loop, so :func:`dct` / :func:`idct` compute it with ``torch.fft`` (the
+  FFT of the even extension; a few lines, exact to float rounding, checked against the cosine
+  sums in the tests).
 * **Optimiser**: SGD, lr 0.05, momentum 0.9 with dampening 0.9 (the reference), for
   ``ep_iterations`` steps: 100 by default on the CPU (on a synthetic clip 100, 150 and 300
   iterations give nearly the same maps), the reference runs 1000 (run scripts) to 2000. No
