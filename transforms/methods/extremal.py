@@ -36,10 +36,9 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   z the logit (torchray's ``simple_reward``, Fong et al.'s objective), N = T·H·W, r_a the sorted
   reference vector with round(a·N) trailing ones (:func:`area_reference`,
   :func:`area_penalty`). *Deviation:* the STEP code's reward is −log p (softmax probability);
-  measured on ``synth_small3d`` (150 iterations, move_right clip) it never localised the object:
-  preserved probability 0.36–0.49 and 7 % of the map's mass in the object's boxes, against
-  0.93–0.95 and 23 % with the logit (log p saturates while p ≈ 1, so the area term shrinks the
-  mask uniformly before the network's gradient matters). The reward is therefore the logit
+  on ``synth_small3d`` it never localised the object (docs/METHODS.md has the figures): log p
+  saturates while p ≈ 1, so the area term shrinks the mask uniformly before the network's
+  gradient matters. The reward is therefore the logit
   whatever ``--score`` is (``EPSettings.reward = "prob"`` keeps −log p for experiments); the
   reported scores use the engine's score. Ties in the sort (p = 1 everywhere at the start,
   clamped voxels at exactly 0 or 1) are broken by a random permutation per iteration from a
@@ -64,20 +63,20 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   regularisers' gradients are then added unfiltered and the optimiser steps. Choices (no public
   F-EP code exists; the paper modulates "gradient maps from the neural network"): only the
   network's gradient is filtered, because filtering the sorted-area gradient too (tried) blurs
-  the push that enforces the area (areas overshot by 20–35 %); the norm is restored so that the
+  the push that enforces the area (the areas overshoot); the norm is restored so that the
   filter changes the step's direction, not its length (without it the filtered pull of the
-  network loses against the area term: preserved probabilities 0.47–0.83 instead of 0.56–0.96 on
-  the four synthetic clips at 150 iterations); a hard box cut-off keeps one parameter; f = 0.25
-  keeps 2 cosines of an 8-cell axis, too few to place an object inside the frame (it never
-  localised on the synthetic clips). ``fep`` has no smoothness term (``fep`` = ``ep`` +
+  network loses against the area term: lower preserved probabilities); a hard box cut-off
+  keeps one parameter; f = 0.25 keeps 2 cosines of an 8-cell axis, too few to place an object
+  inside the frame (it never localised on the synthetic clips). The figures behind these
+  choices: docs/METHODS.md, "STEP, F-EP and EP". ``fep`` has no smoothness term (``fep`` = ``ep`` +
   modulation), so the pair isolates the modulation. torch has no DCT, and scipy's (scipy is
   installed, for the report) works on host numpy arrays, not on the scoring device's tensors
   inside the optimisation loop, so :func:`dct` / :func:`idct` compute it with ``torch.fft`` (the
   FFT of the even extension; a few lines, exact to float rounding, checked against the cosine
   sums in the tests).
 * **Optimiser**: SGD, lr 0.05, momentum 0.9 with dampening 0.9 (the reference), for
-  ``ep_iterations`` steps: 100 by default on the CPU (on a synthetic clip 100, 150 and 300
-  iterations give nearly the same maps), the reference runs 1000 (run scripts) to 2000. No
+  ``ep_iterations`` steps: 100 by default on the CPU (on a synthetic clip 150 and 300 iterations
+  gave nearly the same maps: docs/METHODS.md), the reference runs 1000 (run scripts) to 2000. No
   jitter (torchray flips every other iteration; the STEP code does not).
 * **One map** (:func:`combine_masks`): the mean of the A final masks, in [0, 1] (a voxel kept at
   every area scores 1). The reference sums them and divides by the maximum after a per-frame
