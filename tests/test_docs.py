@@ -4,12 +4,13 @@
    repository, and an ``#anchor`` to a heading of that markdown file (GitHub's anchor rule);
    every repository path the text names in backticks (``transforms/sink.py``,
    ``tests/test_x.py::test_y``) exists, down to the named test or function;
-2. every flag ``run_pipeline.py --help`` lists is named in README.md or docs/;
+2. every flag ``run_pipeline.py --help`` lists (and ``report --help``, ``concepts --help``) is
+   named in README.md or docs/, and every column the sink writes is described in the user
+   guide's "Outputs";
 3. no file of the repository cites the background notes outside it (the papers are cited);
 4. every benchmark module has a section in docs/BENCHMARKS.md with its command.
 
-No Beam pipeline and no torch: the only process started is ``run_pipeline.py --help``, which
-imports neither.
+No Beam pipeline runs; the processes started only print their ``--help``.
 """
 
 from __future__ import annotations
@@ -142,20 +143,47 @@ def defines(file: Path, name: str) -> bool:
     return re.search(pattern, file.read_text(encoding="utf-8"), re.M) is not None
 
 
-def run_pipeline_flags() -> list[str]:
-    """The flags ``run_pipeline.py --help`` lists in its usage line."""
-    out = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "--help"],
+def run_pipeline_flags(*subcommand: str) -> list[str]:
+    """The flags ``run_pipeline.py [subcommand] --help`` lists in its usage lines."""
+    out = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), *subcommand, "--help"],
                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
     usage = out.split("\n\n", 1)[0]
-    return sorted(set(re.findall(r"\[(--[a-z0-9][\w-]*)", usage)) - {"--help"})
+    return sorted(set(re.findall(r"(?<![\w-])(--[a-z0-9][\w-]*)", usage)) - {"--help"})
+
+
+def undocumented(flags: list[str]) -> list[str]:
+    text = "\n".join(p.read_text(encoding="utf-8") for p in DOCS)
+    return [f for f in flags if not re.search(re.escape(f) + r"(?![\w-])", text)]
 
 
 def test_every_flag_is_documented():
     flags = run_pipeline_flags()
     assert len(flags) > 40 and "--input" in flags and "--list-models" in flags  # parsed at all
-    text = "\n".join(p.read_text(encoding="utf-8") for p in DOCS)
-    undocumented = [f for f in flags if not re.search(re.escape(f) + r"(?![\w-])", text)]
-    assert undocumented == [], f"flags named nowhere in README.md or docs/: {undocumented}"
+    assert undocumented(flags) == [], "flags named nowhere in README.md or docs/"
+
+
+@pytest.mark.parametrize("subcommand", ["report", "concepts"])
+def test_every_subcommand_flag_is_documented(subcommand):
+    flags = run_pipeline_flags(subcommand)
+    assert "--output" in flags  # parsed at all
+    assert undocumented(flags) == [], f"run_pipeline.py {subcommand}: flags named nowhere"
+
+
+def section(text: str, heading: str) -> str:
+    """The body of the ``## heading`` section of a markdown text."""
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end >= 0 else None]
+
+
+def test_every_output_column_is_described():
+    from transforms.sink import ERROR_SCHEMA, METRICS_SCHEMA, saliency_schema
+
+    outputs = section((ROOT / "docs" / "USER_GUIDE.md").read_text(encoding="utf-8"), "Outputs")
+    named = set(CODE_SPAN.findall(outputs))
+    columns = {*ERROR_SCHEMA.names, *METRICS_SCHEMA.names, *saliency_schema((2, 4, 4)).names,
+               "model", "method"}  # the two Hive partition columns
+    assert sorted(columns - named) == [], "columns of the tables missing from the user guide"
 
 
 def repository_text_files():
