@@ -23,10 +23,11 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   smooth-max of Gaussian bumps (σ 11 px at 112 px); bilinear interpolation is the simpler
   smooth upsampling (features ≥ 8 px, linear transitions).
 * **Perturbation** (:func:`preserve`): x̃ = m ⊙ x + (1 − m) ⊙ b. By default (no ``--fill``) b
-  is the engine's spatial Gaussian blur with σ = ``ep_blur_sigma`` or, when unset,
-  20 px × H / 112: the reference's largest blur (20 px at 112 px) scaled to the clip (the
-  project's ``--fill-sigma`` default, 5 px at 112 px, leaves the synthetic objects
-  recognisable: nothing to localise). The reference blends 8 levels of a blur pyramid (m = 0.5
+  is the engine's spatial Gaussian blur with σ = 20 px × H / 112, the reference's largest blur
+  (20 px at 112 px) scaled to the clip (the project's ``--fill-sigma`` default, 5 px at 112 px,
+  leaves the synthetic objects recognisable: nothing to localise). An ``ep_blur_sigma``
+  attribute on the options overrides σ; no flag and no ``MethodOptions`` field sets one (only
+  the tests' options subclass does). The reference blends 8 levels of a blur pyramid (m = 0.5
   → σ ≈ 10 px); the linear blend equals it at m ∈ {0, 1}, needs one fill, and works with any
   configured ``--fill`` (``mean``, ``local_mean``, ``blur`` with ``--fill-sigma``).
 * **Objective** per area, minimised (:func:`reward_loss` + :func:`regulariser`)::
