@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 
-# Exit statuses a scheduler can act on (README: failure handling).
+# Exit statuses a scheduler can act on (docs/USER_GUIDE.md: Failures).
 EXIT_FAILED = 1  # the run ended but failed: nothing written, too many dead letters, a bug
 EXIT_USAGE = 2  # a bad option or input, found before any work
 EXIT_TEMPFAIL = 75  # another run holds the output (sysexits' EX_TEMPFAIL: try again later)

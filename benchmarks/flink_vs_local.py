@@ -1,4 +1,4 @@
-"""7. The same job on Apache Flink (parallelism 2) and on the local FnApiRunner, side by side.
+"""9. The same job on Apache Flink (parallelism 2) and on the local FnApiRunner, side by side.
 
     python -m benchmarks.flink_vs_local [--model r3d_18 --frames 8 --size 56 --clips 8]
 

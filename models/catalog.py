@@ -1,7 +1,8 @@
 """The registered networks' names and one-line descriptions, importable without torch.
 
-``run_pipeline.py --list-models`` prints this table without importing torch (2 s here); the
-registry (``models.registry``) takes each spec's description from it, so it is declared once.
+``run_pipeline.py --list-models`` prints this table without importing torch (its start-up time:
+docs/BENCHMARKS.md, ``startup``); the registry (``models.registry``) takes each spec's
+description from it, so it is declared once.
 A test checks that it names exactly the registered networks.
 """
 

@@ -31,8 +31,8 @@ How (per batch of B clips, activations ``(B, C, T, H, W)``):
 
 Why tiles and not one box per clip: AOSA's integrated masks unite a tube with its K most
 co-moving partners, which can sit anywhere in the frame; the bounding box of such a mask
-usually covers most of it (measured: 0 % of r3d_18's convolution MACs saved on a static
-clip with one box per clip, 52 % with tiles).
+usually covers most of it, so one box per clip saves next to nothing (docs/DESIGN.md, "why
+tiles"; the MACs tiles save: docs/BENCHMARKS.md, ``incremental``).
 
 Approximate mode (``keep`` < 1; Krypton's projective-field thresholding, Nakandala et al.,
 SIGMOD 2019): after each convolution / pooling, only the changed cells carrying ``keep`` of

@@ -1,8 +1,11 @@
 """Model registry: name -> network builder, preprocessing, class names, Grad-CAM layer.
 
 Everything a stage needs to know about a network lives in one :class:`ModelSpec`. Models are
-pure PyTorch: nothing here imports Beam. Built-in weights that are fetched on first use
-(``ModelSpec.weights_file``) are fetched by the job's driver only, never by a worker.
+pure PyTorch: nothing here imports Beam. Built-in weights that are not in the package (I3D's)
+are downloaded at run time, once: on first use the job's driver fetches them into the cache
+directory (``ModelSpec.weights_file``; ``--cache-dir``, ``$VIDXAI_CACHE`` or
+``~/.cache/vidxai``), converts them, and ships the converted file to the workers, which never
+fetch anything. Later runs read the cached file.
 
 Tensor conventions used across vidxai:
     clip (decoded):   uint8 numpy array (T, H, W, 3), RGB.
@@ -43,13 +46,14 @@ class ModelSpec:
             centre crop of ``size`` (torchvision video presets: 128 / 112).
         class_names: ``class_names() -> list[str]`` or None (indices are reported then).
         gradcam_layer: dotted module path of the last convolutional block (for Grad-CAM).
-        load_default_weights: ``load(model, cache_dir)`` for networks whose pretrained weights
-            come with the project's installer, returning the weights' identity (their SHA-256)
-            when loaded and a false value when not; None when there are none.
+        load_default_weights: ``load(model, cache_dir)`` for networks with built-in pretrained
+            weights — committed with the package (``synth_small3d``) or fetched once into the
+            cache by ``weights_file`` (``i3d_kinetics400``) — returning the weights' identity
+            (their SHA-256) when loaded and a false value when not; None when there are none.
         min_frames: smallest clip length the network accepts.
-        channels_last: feed batches in ``torch.channels_last_3d`` memory format (measured 1.7×
-            faster for I3D fp32 and 2.4× for bf16 on the project's 2-core CPU, slower for the
-            small synthetic network; see benchmarks/).
+        channels_last: feed batches in ``torch.channels_last_3d`` memory format (on for the
+            networks it makes faster, measured per network: docs/BENCHMARKS.md,
+            ``memory_format``).
         description: one line for ``--list-models``.
         fixed_input: the network accepts only exactly ``num_frames x input_size x input_size``
             clips (e.g. MViT's learned positional embeddings); other sizes fail.

@@ -73,8 +73,8 @@ for _name, _enum in (("r3d_18", "R3D_18_Weights"), ("mc3_18", "MC3_18_Weights"),
 
 # S3D: preset resize (256, 256) (square, aspect not kept) then crop 224; vidxai resizes the short
 # side to 256 instead. Grad-CAM on "features", whose output is the last separable Inception block
-# (B, 1024, T/8, 7, 7). channels_last_3d measured on the project's 2-core CPU, batch 1, fp32,
-# 16x224x224, forward only, median of 10 interleaved runs: 0.378 s vs 0.482 s contiguous (1.27x).
+# (B, 1024, T/8, 7, 7). Fed channels_last_3d: faster on the CPU (docs/BENCHMARKS.md,
+# memory_format).
 register(ModelSpec(
     name="s3d",
     build=partial(_build, "s3d"),
@@ -94,9 +94,8 @@ register(ModelSpec(
 # The transformers get no Grad-CAM layer: their blocks output token sequences — MViT
 # (B, 1 + T'H'W', C) with a class token, Swin3D (B, T', H', W', C) channels-last — not the
 # (B, C, T, H, W) feature maps vidxai's Grad-CAM weights and upsamples; the model-agnostic
-# methods (AOSA, occlusion, ...) apply unchanged. channels_last_3d gives nothing measurable for
-# them (same setup as S3D: mvit_v2_s 1.486 s vs 1.429 s contiguous, swin3d_t 1.458 s vs 1.465 s,
-# within run-to-run noise), so they are fed contiguous tensors.
+# methods (AOSA, occlusion, ...) apply unchanged. They are fed contiguous tensors:
+# channels_last_3d gave them nothing measurable (docs/BENCHMARKS.md, memory_format).
 register(ModelSpec(
     name="mvit_v2_s",
     build=partial(_build, "mvit_v2_s"),

@@ -138,7 +138,7 @@ def test_occlusion_masks_unite_partner_boxes():
 def test_paper_aggregation_rewards_rarely_occluded_border_voxels():
     """Eq. 2 literally: a corner voxel covered by one clipped box outranks the true region.
 
-    This is the coverage bias that makes ``mean`` the default (documented in the README).
+    This is the coverage bias that makes ``mean`` the default (documented in docs/METHODS.md).
     """
     sal = region_saliency("paper")
     assert sal[0, 31, 0] > sal[0, 23, 7]

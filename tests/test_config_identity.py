@@ -37,7 +37,7 @@ from transforms.records import ClipData, ClipRef, ClipTubes
 from transforms.scoring import Scorer
 from transforms.tubes import build_tubes
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+USER_GUIDE = Path(__file__).resolve().parents[1] / "docs" / "USER_GUIDE.md"
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 METHOD_NAMES = tuple(available_methods())
 FILL_PARAMS = tuple(p for params in FILL_PARAMETERS.values() for p in params)
@@ -196,18 +196,18 @@ def test_an_option_changes_a_map_if_and_only_if_the_method_declares_it(option, f
     assert wrong == [], f"--{option} (base --fill {fill})"
 
 
-# --- The README -------------------------------------------------------------------------------
+# --- The user guide ---------------------------------------------------------------------------
 
 START, END = "<!-- config-hash-table -->", "<!-- /config-hash-table -->"
 
 
-def test_the_readme_states_what_enters_each_hash():
-    text = README.read_text()
+def test_the_user_guide_states_what_enters_each_hash():
+    text = USER_GUIDE.read_text()
     assert START in text and END in text
     block = text[text.index(START) + len(START):text.index(END)].strip()
     assert block == identity_table(), (
-        "README's config_hash table is stale: replace the block between the markers with "
-        "the output of python -c 'from pipeline.config import identity_table; "
+        "docs/USER_GUIDE.md's config_hash table is stale: replace the block between the "
+        "markers with the output of python -c 'from pipeline.config import identity_table; "
         "print(identity_table())'")
 
 

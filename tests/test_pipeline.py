@@ -77,7 +77,7 @@ def test_directory_run_writes_maps_metrics_and_dead_letters(tmp_path, video_dir,
     assert "too few frames" in errors["short.avi"]["message"]
     assert all(e["stage"] == "decode" and e["clip_id"] for e in errors.values())
 
-    # pandas reads the whole directory (the README's recipe), and joins on clip_id + method.
+    # pandas reads the whole directory (the user guide's recipe), and joins on clip_id + method.
     import pandas as pd
 
     joined = pd.read_parquet(out / "metrics").merge(

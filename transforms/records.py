@@ -83,7 +83,7 @@ class ClipTubes:
 
 @dataclass(frozen=True)
 class MapMetrics:
-    """Faithfulness and localisation of one map (README: the ``metrics/`` columns).
+    """Faithfulness and localisation of one map (docs/USER_GUIDE.md: the ``metrics/`` columns).
 
     Attributes:
         deletion_curve, insertion_curve: ``metric_steps + 1`` scores each.

@@ -10,7 +10,7 @@ method; partition values are URI-encoded, e.g. ``:`` → ``%3A``):
     its identity: a clip × method is done exactly when its metrics row exists.
 ``errors/part-K.parquet``: one row per dead-lettered clip per run.
 
-Commit protocol (exactly-once; README "Guarantees"): a worker buffers finished clips and
+Commit protocol (exactly-once; docs/OPERATIONS.md): a worker buffers finished clips and
 flushes every ``clips_per_file`` clips (or ``max_file_bytes`` of maps) and at the end of each
 bundle. A flush commits each file atomically, all saliency files first, then the metrics
 files: on a file system by writing a hidden ``.inprogress-*`` name in its final directory and
@@ -22,7 +22,8 @@ file; a crash can leave saliency files whose metrics twin (same relative path) i
 the next run deletes those orphans before listing what is done.
 
 The rows are built here and nowhere else, from :class:`~transforms.records.ClipResult` /
-:class:`~transforms.records.ErrorRecord`; column meanings are documented in the README.
+:class:`~transforms.records.ErrorRecord`; column meanings are documented in
+docs/USER_GUIDE.md ("Outputs").
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ class StoreOptions:
     """How maps are stored and how large files get.
 
     Attributes:
-        encoding: ``float32`` | ``float16`` | ``uint8`` (README: error of each).
+        encoding: ``float32`` | ``float16`` | ``uint8`` (the error of each:
+            docs/BENCHMARKS.md, ``encoding_error``).
         pool: ``(pool_t, pool_s)`` mean pooling before storing; (1, 1): none.
         clips_per_file: a worker commits after this many clips (and at each bundle's end).
         max_file_bytes: ... or once its buffered maps reach this many bytes.

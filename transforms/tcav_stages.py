@@ -127,7 +127,7 @@ def feature_rows(items: Sequence[tuple[ConceptClip, str, np.ndarray]], scorer,
     not depend on which other clips a bundle put beside it. Batched with others, float sums
     change with the batch, and the Reshuffle before batching makes the batches differ from run
     to run; the discovered concepts' k-means and borderline significance then changed between
-    identical runs (measured: 1 run in 4 of the discovery test).
+    identical runs (how often: docs/DESIGN.md, Video-TCAV).
     """
     rows: dict[str, list[dict]] = defaultdict(list)
     per_clip: dict[tuple[str, int], list] = defaultdict(list)

@@ -6,16 +6,16 @@ Masks are never stored densely: a :class:`Tubes` holds per-anchor tracks, per-fr
 boxes and the co-occurrence partners; :mod:`transforms.masks` rasterises them on the scoring
 device.
 
-Choices (documented in the README):
+Choices (docs/METHODS.md):
 - Anchors at ``s//2, s//2 + s, ...`` on each axis (the reference code's grid, integer pixels
   for odd strides too; N = ceil((H - s//2) / s) · ceil((W - s//2) / s)).
 - An anchor advances by the flow sampled at its rounded position (``floor(p + 0.5)``).
 - Frame-out: once the rounded anchor leaves the frame the tube stops occluding for the rest of
   the clip (§3.3). Its displacement vector keeps the step that left the frame (the paper stops
   tracking *at* that frame, so p^(t) exists, off screen; the reference code keeps it too) and
-  is 0 after it. Zeroing that step as well (this project until Nov 2026) dropped the last
-  measured motion of every anchor that leaves, so tubes leaving together looked less alike:
-  it changed 19–50 % of the integrated masks on moving clips.
+  is 0 after it. Zeroing that step as well would drop the last motion of every anchor that
+  leaves, so tubes leaving together would look less alike (how many integrated masks that
+  changes: docs/METHODS.md, "Tubes").
 - Co-occurrence (Eq. 1) is the cosine of the 2(T-1) displacement vectors; a zero vector has
   co-occurrence 0 with everything. Self-similarity is excluded. The K partners are the highest
   co-occurrences; ties (e.g. a static background, all zeros) are broken by the distance between

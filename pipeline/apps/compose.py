@@ -27,11 +27,8 @@ cache) or any video path, each with its first frame as ``NAME:START``. Usage::
         --model i3d_kinetics400 --target label --methods aosa,aosa_t --stride 16 \\
         --box-size 32 --precision bf16
 
-Measured with the defaults (bf16 on this project's CPU, the written MJPG file): the
-composite's top class, "riding a bike" (p 0.18), needs both halves (blanking either leaves
-<= 0.003); the chosen "playing basketball" (p 0.10) needs only the first half (blanking it
-leaves 0.005, blanking the second half 0.24). Before MJPG re-encoding the same frames gave
-0.17 / 0.004 / 0.34: the truth is measured on the file the pipeline reads.
+The truth is measured on the written file (after MJPG re-encoding), the one the pipeline
+reads. What the defaults give: docs/EVALUATION.md, "On real footage with I3D".
 """
 
 from __future__ import annotations

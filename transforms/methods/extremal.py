@@ -10,7 +10,8 @@ F-EP). The A = len(areas) preserved clips go through the network as ONE batch (s
 ``engine.batch_size`` chunks only when A is larger). ``ep`` is the plain method both papers
 extend, registered so that the evaluation table can check F-EP's claim against it.
 
-Design (reference = the STEP authors' code, ../shared/REFERENCE.md §3):
+Design (reference = the STEP authors' public code, github.com/shinkyo0513/
+Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
 
 * **Mask** (:func:`upsample_mask`). Parameters p (A, T, h, w): one low-resolution grid per
   frame, h = ceil(H / 8), w = ceil(W / 8) (``step`` 8 px: close to the reference's 7-px step at
@@ -22,10 +23,11 @@ Design (reference = the STEP authors' code, ../shared/REFERENCE.md §3):
   smooth-max of Gaussian bumps (σ 11 px at 112 px); bilinear interpolation is the simpler
   smooth upsampling (features ≥ 8 px, linear transitions).
 * **Perturbation** (:func:`preserve`): x̃ = m ⊙ x + (1 − m) ⊙ b. By default (no ``--fill``) b
-  is the engine's spatial Gaussian blur with σ = ``ep_blur_sigma`` or, when unset,
-  20 px × H / 112: the reference's largest blur (20 px at 112 px) scaled to the clip (the
-  project's ``--fill-sigma`` default, 5 px at 112 px, leaves the synthetic objects
-  recognisable: nothing to localise). The reference blends 8 levels of a blur pyramid (m = 0.5
+  is the engine's spatial Gaussian blur with σ = 20 px × H / 112, the reference's largest blur
+  (20 px at 112 px) scaled to the clip (the project's ``--fill-sigma`` default, 5 px at 112 px,
+  leaves the synthetic objects recognisable: nothing to localise). An ``ep_blur_sigma``
+  attribute on the options overrides σ; no flag and no ``MethodOptions`` field sets one (only
+  the tests' options subclass does). The reference blends 8 levels of a blur pyramid (m = 0.5
   → σ ≈ 10 px); the linear blend equals it at m ∈ {0, 1}, needs one fill, and works with any
   configured ``--fill`` (``mean``, ``local_mean``, ``blur`` with ``--fill-sigma``).
 * **Objective** per area, minimised (:func:`reward_loss` + :func:`regulariser`)::
@@ -35,10 +37,9 @@ Design (reference = the STEP authors' code, ../shared/REFERENCE.md §3):
   z the logit (torchray's ``simple_reward``, Fong et al.'s objective), N = T·H·W, r_a the sorted
   reference vector with round(a·N) trailing ones (:func:`area_reference`,
   :func:`area_penalty`). *Deviation:* the STEP code's reward is −log p (softmax probability);
-  measured on ``synth_small3d`` (150 iterations, move_right clip) it never localised the object:
-  preserved probability 0.36–0.49 and 7 % of the map's mass in the object's boxes, against
-  0.93–0.95 and 23 % with the logit (log p saturates while p ≈ 1, so the area term shrinks the
-  mask uniformly before the network's gradient matters). The reward is therefore the logit
+  on ``synth_small3d`` it never localised the object (docs/METHODS.md has the figures): log p
+  saturates while p ≈ 1, so the area term shrinks the mask uniformly before the network's
+  gradient matters. The reward is therefore the logit
   whatever ``--score`` is (``EPSettings.reward = "prob"`` keeps −log p for experiments); the
   reported scores use the engine's score. Ties in the sort (p = 1 everywhere at the start,
   clamped voxels at exactly 0 or 1) are broken by a random permutation per iteration from a
@@ -63,19 +64,20 @@ Design (reference = the STEP authors' code, ../shared/REFERENCE.md §3):
   regularisers' gradients are then added unfiltered and the optimiser steps. Choices (no public
   F-EP code exists; the paper modulates "gradient maps from the neural network"): only the
   network's gradient is filtered, because filtering the sorted-area gradient too (tried) blurs
-  the push that enforces the area (areas overshot by 20–35 %); the norm is restored so that the
+  the push that enforces the area (the areas overshoot); the norm is restored so that the
   filter changes the step's direction, not its length (without it the filtered pull of the
-  network loses against the area term: preserved probabilities 0.47–0.83 instead of 0.56–0.96 on
-  the four synthetic clips at 150 iterations); a hard box cut-off keeps one parameter; f = 0.25
-  keeps 2 cosines of an 8-cell axis, too few to place an object inside the frame (it never
-  localised on the synthetic clips). ``fep`` has no smoothness term (``fep`` = ``ep`` +
-  modulation), so the pair isolates the modulation. torch has no DCT and scipy is not installed
-  with the project, so :func:`dct` / :func:`idct` compute it with ``torch.fft`` (the FFT of the
-  even extension; a few lines, exact to float rounding, checked against the cosine sums in the
-  tests).
+  network loses against the area term: lower preserved probabilities); a hard box cut-off
+  keeps one parameter; f = 0.25 keeps 2 cosines of an 8-cell axis, too few to place an object
+  inside the frame (it never localised on the synthetic clips). The figures behind these
+  choices: docs/METHODS.md, "STEP, F-EP and EP". ``fep`` has no smoothness term (``fep`` = ``ep`` +
+  modulation), so the pair isolates the modulation. torch has no DCT, and scipy's (scipy is
+  installed, for the report) works on host numpy arrays, not on the scoring device's tensors
+  inside the optimisation loop, so :func:`dct` / :func:`idct` compute it with ``torch.fft`` (the
+  FFT of the even extension; a few lines, exact to float rounding, checked against the cosine
+  sums in the tests).
 * **Optimiser**: SGD, lr 0.05, momentum 0.9 with dampening 0.9 (the reference), for
-  ``ep_iterations`` steps: 100 by default on the CPU (on a synthetic clip 100, 150 and 300
-  iterations give nearly the same maps), the reference runs 1000 (run scripts) to 2000. No
+  ``ep_iterations`` steps: 100 by default on the CPU (on a synthetic clip 150 and 300 iterations
+  gave nearly the same maps: docs/METHODS.md), the reference runs 1000 (run scripts) to 2000. No
   jitter (torchray flips every other iteration; the STEP code does not).
 * **One map** (:func:`combine_masks`): the mean of the A final masks, in [0, 1] (a voxel kept at
   every area scores 1). The reference sums them and divides by the maximum after a per-frame

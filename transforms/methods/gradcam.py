@@ -1,12 +1,14 @@
 """3D Grad-CAM: class activation maps of a convolutional layer weighted by its gradients.
 
-Two conventions exist for video networks (REFERENCE.md §3); both are offered:
+Two conventions exist for video networks (Grad-CAM: Selvaraju et al., ICCV 2017, extended to
+3-D activations); both are offered:
 
 ``gradcam`` — one weight per channel (captum ``LayerGradCam``, pytorch-grad-cam, torchcam)::
 
     α_c = mean_{t,y,x} ∂f/∂A_c(t, y, x),        S(t, y, x) = ReLU(Σ_c α_c A_c(t, y, x))
 
-``gradcam_frame`` — one weight per channel and layer frame (STEP, mmaction2)::
+``gradcam_frame`` — one weight per channel and layer frame (as the STEP authors' code, for
+Wang et al. 2021, and mmaction2 compute it)::
 
     α_{c,t} = mean_{y,x} ∂f/∂A_c(t, y, x),      S(t, y, x) = ReLU(Σ_c α_{c,t} A_c(t, y, x))
 

@@ -15,7 +15,7 @@ plus the shared clean forward.
 
 Choices and where they come from:
 
-From the paper (§4.1; REFERENCE.md §1):
+From the AOSA paper (Uchiyama et al. 2023: §4.1 experimental setting, §4.5 generation time):
     the cuboid 8 frames × 16 × 16 px, strides 2 frames and 8 px, at 16 × 112 × 112; the score f
     (softmax probability) and the mean-colour fill of exact AOSA. For other input sizes the
     spatial window and strides scale with H and W (``round(16·H/112)``, ``round(8·H/112)``, at

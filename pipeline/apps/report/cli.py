@@ -2,7 +2,7 @@
 
     python run_pipeline.py report --output OUT [--compare OTHER] [--clips ID,...] [...]
 
-See :func:`parse_args` for every option and the README's "Report" section for the files.
+See :func:`parse_args` for every option and docs/USER_GUIDE.md's "Report" section for the files.
 """
 
 from __future__ import annotations
