@@ -125,7 +125,7 @@ def stop_job_servers_after(runner: object) -> Callable[[], None]:
 UNSUPPORTED_RUNNERS = {
     "DaskRunner": "Beam 2.77's DaskRunner drops outputs (outputs emitted in finish_bundle are "
                   "lost, only the last branch is evaluated): use FnApiRunner here, or a "
-                  "cluster runner (README: Beyond one machine)",
+                  "cluster runner (docs/OPERATIONS.md: Beyond one machine)",
 }
 
 
