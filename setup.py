@@ -16,6 +16,9 @@ REQUIREMENTS = [
     "scipy>=1.15,<2",
     "matplotlib>=3.8,<4",  # the report's plots and animated overlays (GIF through Pillow)
     "scikit-learn>=1.5,<1.9",  # Video-TCAV: SGDClassifier / LogisticRegression CAVs, KMeans
+    # the local progress line: format_meter (bar, rate, ETA) and status_printer (the line
+    # rewritten on a terminal)
+    "tqdm>=4.66,<5",
 ]
 
 setup(
