@@ -63,3 +63,13 @@ def test_commands_print_their_ratios(capsys):
     out = capsys.readouterr().out
     assert "aosa_approx / aosa = " in out and "(flow + tubes) / scoring = " in out
     assert out.count("cross-clip batching would save") == len(batch_fill.WORKLOADS)
+
+
+def test_bootstrap_benchmark_compares_the_two_intervals(capsys):
+    from benchmarks import bootstrap_interval
+
+    bootstrap_interval.main(["--trials", "3", "--clips", "12", "--time-clips", "50"])
+    out = capsys.readouterr().out
+    assert out.count("12 clips: ") == 3 and "50 clips: " in out
+    # equal values: the percentile interval is the value, BCa has none
+    assert "20 equal values: percentile (0.5, 0.5), BCa (nan, nan)" in out

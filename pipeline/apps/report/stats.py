@@ -25,9 +25,11 @@ def bootstrap_ci(values: np.ndarray, reps: int = 2000, seed: int = 0,
     undefined when every value is equal (it returns NaN: a paired difference that is the same
     on every clip is common, e.g. two settings that agree), (b) needs a jackknife over the
     clips whose cost grows with the square of their number, at dataset scale (tens of
-    thousands of clips) for every metric, method and pair of the report, and (c) corrects for
-    a skew that the mean of tens of clips or more hardly has. It also keeps the intervals of
-    earlier reports: the resamples are the ones this function drew before it used scipy.
+    thousands of clips) for every metric, method and pair of the report, and (c) gains little
+    coverage once there are tens of clips (with fewer, on skewed values, both intervals are
+    too narrow; ``benchmarks/bootstrap_interval.py`` measures both). It also keeps the
+    intervals of earlier reports: the resamples are the ones this function drew before it
+    used scipy.
 
     Args:
         values: (n,) per-clip values (NaNs dropped).
