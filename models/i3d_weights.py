@@ -268,18 +268,39 @@ def verify_sha256(path: str | Path, expected: str = CKPT_SHA256) -> None:
 # --------------------------------------------------------------------------- restricted pickle
 
 
-def _multiarray() -> Any:
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray
-    return multiarray
+# A numpy pickle names numpy's private helpers (``_reconstruct``, ``scalar``, ``_frombuffer``);
+# the unpickler maps each name to a function of ours with the same call, on public numpy.
+
+
+def empty_array(subtype: type, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """What a pickle of an array calls as ``numpy._core.multiarray._reconstruct`` (same call):
+    an empty ndarray, which the pickle then fills (``ndarray.__setstate__``).
+
+    Raises:
+        pickle.UnpicklingError: ``subtype`` is not ``np.ndarray`` (subclasses are refused).
+    """
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"refused array subtype {subtype!r}")
+    return np.ndarray(shape, dtype=dtype)
+
+
+def array_scalar(dtype: np.dtype, data: Any) -> np.generic:
+    """What a pickle of a numpy scalar calls as ``numpy._core.multiarray.scalar`` (same call):
+    the scalar of ``dtype`` whose bytes are ``data``, bit-equal to numpy's own.
+
+    Raises:
+        pickle.UnpicklingError: an object dtype, or ``data`` not ``dtype.itemsize`` bytes.
+    """
+    if (not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes)
+            or len(data) != dtype.itemsize):
+        raise pickle.UnpicklingError(f"refused a numpy scalar of dtype {dtype!r}")
+    return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
 def array_from_buffer(buf: Any, dtype: np.dtype, shape: tuple[int, ...], order: str,
                       axis_order: tuple[int, ...] | None = None) -> np.ndarray:
     """What a protocol-5 pickle of an array calls as ``numpy._core.numeric._frombuffer``
-    (numpy's private helper, same call), built on the public ``np.frombuffer``.
+    (same call), built on the public ``np.frombuffer``.
 
     Args:
         buf: The array's bytes (``bytes``, ``bytearray`` or a ``PickleBuffer``).
@@ -320,8 +341,8 @@ def _allowed_globals() -> dict[tuple[str, str], Callable[[], Any]]:
         ("collections", "OrderedDict"): lambda: collections.OrderedDict,
     }
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = lambda: _multiarray()._reconstruct
-        allowed[(module, "scalar")] = lambda: _multiarray().scalar
+        allowed[(module, "_reconstruct")] = lambda: empty_array
+        allowed[(module, "scalar")] = lambda: array_scalar
     for module in ("numpy.core.numeric", "numpy._core.numeric"):
         allowed[(module, "_frombuffer")] = lambda: array_from_buffer  # protocol-5 arrays
     for name in ("dict", "list", "tuple", "set", "frozenset"):
