@@ -1,8 +1,8 @@
 """Statistics over clips: bootstrap intervals, paired comparisons, rank correlation of maps.
 
 scipy does the statistics (``bootstrap``, ``wilcoxon``, ``spearmanr``); the running curve
-moments are a short pure function (Chan's pairwise update), which no kept library offers for
-batches. Every function takes per-clip arrays.
+moments are a short pure update of ours (Chan's pairwise formula): no kept library merges
+moments batch by batch. Every function takes per-clip arrays.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def bootstrap_ci(values: np.ndarray, reps: int = 2000, seed: int = 0,
     thousands of clips) for every metric, method and pair of the report, and (c) gains little
     coverage once there are tens of clips (with fewer, on skewed values, both intervals are
     too narrow; ``benchmarks/bootstrap_interval.py`` measures both). It also keeps the
-    intervals of earlier reports: the resamples are the ones this function drew before it
-    used scipy.
+    intervals of earlier reports to rounding: the resamples are the ones this function drew
+    before it used scipy (only scipy's quantile interpolation differs, in the last bit).
 
     Args:
         values: (n,) per-clip values (NaNs dropped).
