@@ -1,8 +1,9 @@
 """Statistics over clips: bootstrap intervals, paired comparisons, rank correlation of maps.
 
 scipy does the statistics (``bootstrap``, ``wilcoxon``, ``spearmanr``); the running curve
-moments are a short pure update of ours (Chan's pairwise formula): no kept library merges
-moments batch by batch. Every function takes per-clip arrays.
+moments are a short pure update of ours (Chan's pairwise formula): numpy and scipy have no
+mergeable moments, and scikit-learn's ``StandardScaler.partial_fit`` keeps them only as a
+scaler's by-product. Every function takes per-clip arrays.
 """
 
 from __future__ import annotations
