@@ -12,9 +12,13 @@ REQUIREMENTS = [
     "pyarrow>=14,<26",
     "numpy>=1.24,<2.5",
     "safetensors>=0.4",
-    "scipy>=1.11,<2",  # the report's paired test (Wilcoxon signed-rank)
+    # the report's statistics (bootstrap intervals, Wilcoxon, Spearman); 1.15 for bootstrap(rng=)
+    "scipy>=1.15,<2",
     "matplotlib>=3.8,<4",  # the report's plots and animated overlays (GIF through Pillow)
     "scikit-learn>=1.5,<1.9",  # Video-TCAV: SGDClassifier / LogisticRegression CAVs, KMeans
+    # the local progress line: format_meter (bar, rate, ETA) and status_printer (the line
+    # rewritten on a terminal)
+    "tqdm>=4.66,<5",
 ]
 
 setup(

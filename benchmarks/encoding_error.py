@@ -26,25 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.apps.report.stats import spearman  # noqa: E402
 from pipeline.outputs import iter_tables  # noqa: E402
 from transforms.encoding import decode_map, encode_map, pool_map  # noqa: E402
 
 OPTIONS = [("float16", (1, 1)), ("uint8", (1, 1)), ("float16", (1, 2)), ("uint8", (2, 4)),
            ("uint8", (2, 8))]
-
-
-def ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks of ``x``'s values, ties sharing their average rank."""
-    _, inverse, counts = np.unique(x.ravel(), return_inverse=True, return_counts=True)
-    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = ranks(a), ranks(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denom = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
-    return float((ra * rb).sum() / denom) if denom else float("nan")
 
 
 def peak_moved(a: np.ndarray, b: np.ndarray, radius: float) -> float:

@@ -268,20 +268,62 @@ def verify_sha256(path: str | Path, expected: str = CKPT_SHA256) -> None:
 # --------------------------------------------------------------------------- restricted pickle
 
 
-def _multiarray() -> Any:
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray
-    return multiarray
+# A numpy pickle names numpy's private helpers (``_reconstruct``, ``scalar``, ``_frombuffer``);
+# the unpickler maps each name to a function of ours with the same call, on public numpy.
 
 
-def _frombuffer() -> Any:
-    try:
-        from numpy._core.numeric import _frombuffer  # numpy >= 2
-    except ImportError:  # numpy 1.x
-        from numpy.core.numeric import _frombuffer
-    return _frombuffer
+def empty_array(subtype: type, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """What a pickle of an array calls as ``numpy._core.multiarray._reconstruct`` (same call):
+    an empty ndarray, which the pickle then fills (``ndarray.__setstate__``).
+
+    Raises:
+        pickle.UnpicklingError: ``subtype`` is not ``np.ndarray`` (subclasses are refused).
+    """
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"refused array subtype {subtype!r}")
+    return np.ndarray(shape, dtype=dtype)
+
+
+def array_scalar(dtype: np.dtype, data: Any) -> np.generic:
+    """What a pickle of a numpy scalar calls as ``numpy._core.multiarray.scalar`` (same call):
+    the scalar of ``dtype`` whose bytes are ``data``, bit-equal to numpy's own.
+
+    Raises:
+        pickle.UnpicklingError: an object dtype, or ``data`` not ``dtype.itemsize`` bytes.
+    """
+    if (not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes)
+            or len(data) != dtype.itemsize):
+        raise pickle.UnpicklingError(f"refused a numpy scalar of dtype {dtype!r}")
+    return np.frombuffer(data, dtype=dtype, count=1)[0]
+
+
+def array_from_buffer(buf: Any, dtype: np.dtype, shape: tuple[int, ...], order: str,
+                      axis_order: tuple[int, ...] | None = None) -> np.ndarray:
+    """What a protocol-5 pickle of an array calls as ``numpy._core.numeric._frombuffer``
+    (same call), built on the public ``np.frombuffer``.
+
+    Args:
+        buf: The array's bytes (``bytes``, ``bytearray`` or a ``PickleBuffer``).
+        dtype: Element type; object dtypes are refused (their bytes would be pointers).
+        shape: The array's shape.
+        order: ``"C"`` or ``"F"``, or ``"K"`` with ``axis_order`` for an array contiguous in
+            a permuted axis order.
+        axis_order: The permutation applied to the C-ordered ``shape`` (order ``"K"`` only).
+
+    Returns:
+        The array, a view of ``buf`` (read-only when ``buf`` is), bit-equal to numpy's own.
+
+    Raises:
+        pickle.UnpicklingError: An object dtype or an unknown order.
+    """
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError(f"refused an array of dtype {dtype!r} from a buffer")
+    if order not in ("C", "F", "K") or (order == "K") != (axis_order is not None):
+        raise pickle.UnpicklingError(f"refused array order {order!r} / {axis_order!r}")
+    array = np.frombuffer(buf, dtype=dtype)
+    if axis_order is not None:
+        return array.reshape(shape, order="C").transpose(axis_order)
+    return array.reshape(shape, order=order)
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
@@ -299,10 +341,10 @@ def _allowed_globals() -> dict[tuple[str, str], Callable[[], Any]]:
         ("collections", "OrderedDict"): lambda: collections.OrderedDict,
     }
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = lambda: _multiarray()._reconstruct
-        allowed[(module, "scalar")] = lambda: _multiarray().scalar
+        allowed[(module, "_reconstruct")] = lambda: empty_array
+        allowed[(module, "scalar")] = lambda: array_scalar
     for module in ("numpy.core.numeric", "numpy._core.numeric"):
-        allowed[(module, "_frombuffer")] = _frombuffer  # arrays in protocol-5 pickles
+        allowed[(module, "_frombuffer")] = lambda: array_from_buffer  # protocol-5 arrays
     for name in ("dict", "list", "tuple", "set", "frozenset"):
         allowed[("builtins", name)] = lambda name=name: getattr(builtins, name)
     return allowed

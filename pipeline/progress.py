@@ -2,8 +2,10 @@
 
 Workers append one ``status`` line per finished clip to ``<directory>/*.log``
 (``transforms.progress.RecordProgress``); :class:`ProgressMonitor` counts them from a daemon
-thread and prints ``vidxai: 3/10 clips (1 dead-lettered, 0 skipped) · 12.3 s/clip · ETA 1 min
-26 s`` to stderr. Use a fresh directory per run: every line in it counts.
+thread and prints ``vidxai:  30%|███       | 3/10 clips [00:36<01:26, 12.30s/clip, 1
+dead-lettered, 0 skipped]`` to stderr. tqdm formats the line (bar, rate, ETA) and rewrites it
+on a terminal; the counting and when to print are ours. Use a fresh directory per run: every
+line in it counts.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import collections
 import glob
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TextIO
+
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -53,49 +58,48 @@ def count_progress(directory: str) -> collections.Counter:
     return counts
 
 
-def format_duration(seconds: float) -> str:
-    """``26 s``, ``1 min 26 s``, ``2 h 05 min`` (rounded to whole seconds)."""
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+# tqdm's fields; always seconds per clip (a clip takes seconds), never clips per second
+_WITH_TOTAL = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} clips "
+               "[{elapsed}<{remaining}, {rate_inv_fmt}{postfix}]")
+_NO_TOTAL = "{desc}: {n_fmt} clips [{elapsed}, {rate_inv_fmt}{postfix}]"
 
 
-def _per_clip(seconds: float) -> str:
-    return f"{seconds:.1f} s/clip" if seconds >= 1 else f"{seconds:.2f} s/clip"
-
-
-def format_progress(counts: Mapping[str, int], total: int | None, elapsed: float) -> str:
-    """One progress line, e.g. ``vidxai: 3/10 clips (1 dead-lettered, 0 skipped) · 12.3 s/clip
-    · ETA 1 min 26 s``.
+def format_progress(counts: Mapping[str, int], total: int | None, elapsed: float,
+                    width: int | None = None) -> str:
+    """One progress line, by ``tqdm.format_meter``, e.g. ``vidxai:  30%|███       | 3/10 clips
+    [00:36<01:26, 12.30s/clip, 1 dead-lettered, 0 skipped]``.
 
     Every status counts as done; ``failed`` shows as dead-lettered, ``skipped`` as skipped
     (both even when zero), other statuses but ``written`` under their own names. Seconds per
-    clip = elapsed / done, ETA = (total - done) × seconds per clip. With nothing done yet, or
-    no total, or all done, the elapsed time stands in for what cannot be said.
+    clip = elapsed / done, the remaining time = (total - done) × seconds per clip (``?`` while
+    nothing is done). Without a total, or with more done than the total, no bar and no ETA.
 
     Args:
         counts: Status → ticks, as from :func:`count_progress`.
         total: Clips expected, or None when unknown.
         elapsed: Seconds since the run started.
+        width: Characters the line may take (the bar fills them), or None for a 10-character
+            bar.
 
     Returns:
         The line, without a newline.
     """
     done = sum(n for n in counts.values() if n > 0)
-    clips = f"{done}/{total}" if total is not None else f"{done}"
-    if done == 0:
-        return f"{PREFIX}: {clips} clips · {format_duration(elapsed)} elapsed"
     parts = [f"{counts.get(k, 0)} {name}" for k, name in _ALWAYS_SHOWN.items()]
     parts += [f"{n} {k}" for k, n in sorted(counts.items())
               if k not in _ALWAYS_SHOWN and k != _DONE and n > 0]
-    per_clip = elapsed / done
-    line = f"{PREFIX}: {clips} clips ({', '.join(parts)}) · {_per_clip(per_clip)}"
-    if total is None or done >= total:
-        return f"{line} · {format_duration(elapsed)} elapsed"
-    return f"{line} · ETA {format_duration((total - done) * per_clip)}"
+    known = total is not None and done <= total
+    return tqdm.format_meter(done, total if known else None, elapsed, ncols=width,
+                             prefix=PREFIX, unit="clip", postfix=", ".join(parts),
+                             bar_format=_WITH_TOTAL if known else _NO_TOTAL)
+
+
+def _columns(stream: TextIO) -> int:
+    """Width of the terminal ``stream`` writes to (else of stdout's, or 80)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return shutil.get_terminal_size().columns
 
 
 class ProgressMonitor:
@@ -133,8 +137,8 @@ class ProgressMonitor:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._tty = False
+        self._draw: Callable[[str], None] | None = None  # rewrites the terminal line
         self._shown: collections.Counter | None = None
-        self._width = 0
         self._closed = False
         self.heartbeat = heartbeat
         self.min_gap = min_gap
@@ -148,6 +152,8 @@ class ProgressMonitor:
             self._start = self._clock()
             isatty = getattr(self._stream, "isatty", None)
             self._tty = bool(isatty()) if callable(isatty) else False
+            if self._tty:
+                self._draw = tqdm.status_printer(self._stream)
             self._thread = threading.Thread(target=self._run, name="vidxai-progress",
                                             daemon=True)
             self._thread.start()
@@ -185,15 +191,16 @@ class ProgressMonitor:
                 return
             self._last_print = now
             self.counts = counts
-            line = format_progress(counts, self.total, self._clock() - self._start)
             stream = self._stream
             if stream is None:
                 return
-            if self._tty:
-                stream.write("\r" + line.ljust(self._width) + ("\n" if final else ""))
-                self._width = len(line)
+            if self._draw is not None:  # a terminal: the line rewritten in place, fitted to it
+                width = _columns(stream) - 1  # the last column would wrap
+                self._draw(format_progress(counts, self.total, now - self._start, width))
+                if final:
+                    stream.write("\n")
             else:
-                stream.write(line + "\n")
+                stream.write(format_progress(counts, self.total, now - self._start) + "\n")
             stream.flush()
             self._shown = counts
             self._closed = final

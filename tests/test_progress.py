@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import shutil
 import threading
 import time
 from collections import Counter
@@ -14,49 +15,66 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.progress import ProgressMonitor, count_progress, format_duration, format_progress
+from pipeline.progress import ProgressMonitor, count_progress, format_progress
 from transforms.progress import RecordProgress, progress_file, record_progress
 
 # ---------------------------------------------------------------- format_progress
+# tqdm's meter: percent, 10-character bar (one cell per 10 %, ▌ for a half), done/total,
+# [elapsed<remaining, seconds per clip = elapsed / done, statuses]; remaining = (total - done)
+# × seconds per clip; times as MM:SS or H:MM:SS.
 
 
 @pytest.mark.parametrize(("counts", "total", "elapsed", "line"), [
-    ({"written": 2, "failed": 1}, 10, 36.9,
-     "vidxai: 3/10 clips (1 dead-lettered, 0 skipped) · 12.3 s/clip · ETA 1 min 26 s"),
+    ({"written": 2, "failed": 1}, 10, 36.9,  # 36.9 / 3 = 12.3 s/clip, 7 × 12.3 = 86.1 s
+     "vidxai:  30%|███       | 3/10 clips [00:36<01:26, 12.30s/clip, 1 dead-lettered, "
+     "0 skipped]"),
     ({"written": 5}, 20, 10.0,
-     "vidxai: 5/20 clips (0 dead-lettered, 0 skipped) · 2.0 s/clip · ETA 30 s"),
-    ({"written": 1, "skipped": 1, "failed": 2}, 1000, 8.0,
-     "vidxai: 4/1000 clips (2 dead-lettered, 1 skipped) · 2.0 s/clip · ETA 33 min 12 s"),
-    ({"written": 10}, 100, 4000.0,
-     "vidxai: 10/100 clips (0 dead-lettered, 0 skipped) · 400.0 s/clip · ETA 10 h 00 min"),
+     "vidxai:  25%|██▌       | 5/20 clips [00:10<00:30,  2.00s/clip, 0 dead-lettered, "
+     "0 skipped]"),
+    ({"written": 1, "skipped": 1, "failed": 2}, 1000, 8.0,  # 996 × 2 s = 33 min 12 s
+     "vidxai:   0%|          | 4/1000 clips [00:08<33:12,  2.00s/clip, 2 dead-lettered, "
+     "1 skipped]"),
+    ({"written": 10}, 100, 4000.0,  # 90 × 400 s = 10 h
+     "vidxai:  10%|█         | 10/100 clips [1:06:40<10:00:00, 400.00s/clip, 0 dead-lettered, "
+     "0 skipped]"),
     ({"written": 40}, 50, 2.0,
-     "vidxai: 40/50 clips (0 dead-lettered, 0 skipped) · 0.05 s/clip · ETA 0 s"),
+     "vidxai:  80%|████████  | 40/50 clips [00:02<00:00,  0.05s/clip, 0 dead-lettered, "
+     "0 skipped]"),
     ({"written": 2, "retried": 1}, 4, 3.0,
-     "vidxai: 3/4 clips (0 dead-lettered, 0 skipped, 1 retried) · 1.0 s/clip · ETA 1 s"),
+     "vidxai:  75%|███████▌  | 3/4 clips [00:03<00:01,  1.00s/clip, 0 dead-lettered, "
+     "0 skipped, 1 retried]"),
 ])
 def test_format_progress(counts: dict, total: int, elapsed: float, line: str):
     assert format_progress(counts, total, elapsed) == line
 
 
 def test_format_progress_nothing_done_yet():
-    assert format_progress({}, 10, 5.2) == "vidxai: 0/10 clips · 5 s elapsed"
-    assert format_progress(Counter(), None, 65) == "vidxai: 0 clips · 1 min 5 s elapsed"
+    assert format_progress({}, 10, 5.2) == (
+        "vidxai:   0%|          | 0/10 clips [00:05<?, ?s/clip, 0 dead-lettered, 0 skipped]")
+    assert format_progress(Counter(), None, 65) == (
+        "vidxai: 0 clips [01:05, ?s/clip, 0 dead-lettered, 0 skipped]")
 
 
-def test_format_progress_unknown_total():
+def test_format_progress_unknown_total_or_more_than_expected():
     assert format_progress({"written": 3, "failed": 1}, None, 10.0) == (
-        "vidxai: 4 clips (1 dead-lettered, 0 skipped) · 2.5 s/clip · 10 s elapsed")
+        "vidxai: 4 clips [00:10,  2.50s/clip, 1 dead-lettered, 0 skipped]")
+    assert format_progress({"written": 12}, 10, 6.0) == (
+        "vidxai: 12 clips [00:06,  0.50s/clip, 0 dead-lettered, 0 skipped]")
 
 
 def test_format_progress_all_done():
     assert format_progress({"written": 9, "skipped": 1}, 10, 123.0) == (
-        "vidxai: 10/10 clips (0 dead-lettered, 1 skipped) · 12.3 s/clip · 2 min 3 s elapsed")
+        "vidxai: 100%|██████████| 10/10 clips [02:03<00:00, 12.30s/clip, 0 dead-lettered, "
+        "1 skipped]")
 
 
-def test_format_duration():
-    assert [format_duration(s) for s in (0, 0.4, 59.6, 60, 3599, 3600, 7500, -3)] == [
-        "0 s", "0 s", "1 min 0 s", "1 min 0 s", "59 min 59 s", "1 h 00 min", "2 h 05 min",
-        "0 s"]
+def test_format_progress_fills_and_fits_a_width():
+    for width in (60, 120):
+        line = format_progress({"written": 2, "failed": 1}, 10, 36.9, width)
+        assert len(line) == width and line.startswith("vidxai:  30%|")
+    wide = format_progress({"written": 5}, 10, 1.0, 100)
+    bar = wide[wide.index("|") + 1:wide.rindex("|")]
+    assert bar.count("█") * 2 == len(bar)  # half done: half the bar
 
 
 # ---------------------------------------------------------------- record / count
@@ -128,17 +146,20 @@ def test_monitor_shows_the_final_count(tmp_path: Path):
             time.sleep(0.01)
         assert "4/5 clips" in stream.getvalue()  # printed by the thread, before exit
     lines = stream.getvalue().splitlines()
-    assert lines[-1].startswith("vidxai: 4/5 clips (1 dead-lettered, 0 skipped) · ")
-    assert "ETA" in lines[-1]
+    assert lines[-1].startswith("vidxai:  80%|████████  | 4/5 clips [00:")
+    assert lines[-1].endswith("s/clip, 1 dead-lettered, 0 skipped]")
     assert "\r" not in stream.getvalue()
+
+
+NOTHING = "vidxai: 0 clips [00:00, ?s/clip, 0 dead-lettered, 0 skipped]"
 
 
 def test_monitor_prints_only_changes_and_always_a_final_line(tmp_path: Path):
     stream = io.StringIO()
     with ProgressMonitor(str(tmp_path), None, stream=stream, interval=0.01):
         time.sleep(0.2)  # nothing recorded: the first look prints, later ones do not
-        assert stream.getvalue() == "vidxai: 0 clips · 0 s elapsed\n"
-    assert stream.getvalue().splitlines() == ["vidxai: 0 clips · 0 s elapsed"] * 2
+        assert stream.getvalue() == f"{NOTHING}\n"
+    assert stream.getvalue().splitlines() == [NOTHING] * 2
 
 
 def test_monitor_prints_a_heartbeat_while_a_slow_clip_runs(tmp_path: Path):
@@ -150,8 +171,10 @@ def test_monitor_prints_a_heartbeat_while_a_slow_clip_runs(tmp_path: Path):
                          clock=lambda: float(next(ticks))):
         time.sleep(0.3)
     lines = stream.getvalue().splitlines()
-    assert len(lines) >= 4 and all(line.startswith("vidxai: 0/5 clips") for line in lines)
-    assert "elapsed" in lines[-1]
+    assert len(lines) >= 4 and all(line.startswith("vidxai:   0%|          | 0/5 clips [")
+                                   for line in lines)
+    elapsed = [line.split("[")[1].split("<")[0] for line in lines]
+    assert elapsed == sorted(elapsed) and elapsed[-1] != "00:00"  # the fake clock's time
 
 
 def test_monitor_throttles_a_log_to_one_line_per_min_gap(tmp_path: Path):
@@ -188,9 +211,13 @@ def test_monitor_rewrites_the_line_on_a_terminal(tmp_path: Path):
             time.sleep(0.01)
         record_progress(str(tmp_path), "written")
     out = stream.getvalue()
-    assert out.startswith("\rvidxai: 1/2 clips") and out.endswith("\n")
+    assert out.startswith("\rvidxai:  50%|") and "| 1/2 clips [" in out and out.endswith("\n")
     assert out.count("\n") == 1
-    assert out.rstrip("\n").rsplit("\r", 1)[-1].startswith("vidxai: 2/2 clips")
+    last = out.rstrip("\n").rsplit("\r", 1)[-1]
+    assert last.startswith("vidxai: 100%|") and "| 2/2 clips [" in last
+    # every draw fills the terminal's width but its last column (80 without a real terminal)
+    width = shutil.get_terminal_size().columns - 1
+    assert {len(draw.rstrip("\n")) for draw in out.split("\r")[1:]} == {width}
     assert monitor.counts == Counter(written=2)
 
 
@@ -216,13 +243,16 @@ def test_monitor_lets_the_body_exception_through(tmp_path: Path):
     stream = io.StringIO()
     with pytest.raises(KeyError), ProgressMonitor(str(tmp_path), 3, stream=stream, interval=9):
         raise KeyError("boom")
-    assert stream.getvalue() == "vidxai: 0/3 clips · 0 s elapsed\n"
+    assert stream.getvalue() == (
+        "vidxai:   0%|          | 0/3 clips [00:00<?, ?s/clip, 0 dead-lettered, 0 skipped]\n")
 
 
 def test_monitor_defaults_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     with ProgressMonitor(str(tmp_path), 1, interval=9):
         record_progress(str(tmp_path), "written")
-    assert capsys.readouterr().err.startswith("vidxai: 1/1 clips (0 dead-lettered, 0 skipped)")
+    err = capsys.readouterr().err
+    assert err.startswith("vidxai: 100%|██████████| 1/1 clips [00:00<00:00, ") and err.endswith(
+        "s/clip, 0 dead-lettered, 0 skipped]\n")
 
 
 # ---------------------------------------------------------------- RecordProgress in Beam

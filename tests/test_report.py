@@ -89,6 +89,21 @@ def test_mean_median_and_intervals_by_hand(out):
     assert acc["class1"]["clips"] == 3 and acc["class1"]["most_confused_with"] == "class0"
 
 
+def test_most_confused_class_is_the_most_frequent_wrong_one_first_seen_on_ties(tmp_path):
+    """Eight clips of class "c" each mistaken for another class: a tie of eight, which the
+    first clip decides (rows are read in clip order); then one class twice wins."""
+    wrong = [f"m{k}" for k in (7, 3, 5, 0, 6, 1, 4, 2)]
+
+    def rows(names):
+        return [metric_row(f"{i:02d}", "aosa", label=0, label_name="c", predicted=1,
+                           predicted_name=n, correct=False) for i, n in enumerate(names)]
+    maps = [saliency_row("00", "aosa", np.zeros((T, S, S), np.float32))]
+    for names, expected in ((wrong, "m7"), ([*wrong, "m4"], "m4")):
+        out = write_output(tmp_path / expected, rows(names), maps)
+        (row,) = tables.accuracy_per_class(load_run(str(out)))
+        assert (row["clips"], row["most_confused_with"]) == (len(names), expected)
+
+
 def test_paired_win_rate_counts_ties_half():
     p = paired(np.array([1.0, 2.0, 3.0, np.nan]), np.array([0.0, 2.0, 4.0, 1.0]))
     assert p.clips == 3 and p.win_rate == pytest.approx(0.5)  # one win, one tie, one loss

@@ -80,21 +80,18 @@ class RunData:
 
 
 def group_rows(table: pa.Table, keys: tuple[str, ...]) -> dict[tuple, np.ndarray]:
-    """Row indices per distinct combination of the string columns ``keys``, keys sorted."""
+    """Row indices (ascending) per distinct combination of the string columns ``keys`` (nulls
+    as ``""``), keys sorted; by Arrow's hash ``group_by`` (single-threaded: rows keep their
+    order)."""
     if table.num_rows == 0:
         return {}
-    codes, uniques = [], []
-    for k in keys:
-        enc = pc.dictionary_encode(pc.fill_null(table.column(k), "")).combine_chunks()
-        codes.append(enc.indices.to_numpy())
-        uniques.append(enc.dictionary.to_pylist())
-    combined = np.stack(codes, axis=1)
-    distinct, inverse = np.unique(combined, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(distinct) + 1))
-    out = {tuple(uniques[j][c] for j, c in enumerate(row)): order[bounds[i]:bounds[i + 1]]
-           for i, row in enumerate(distinct)}
+    indexed = pa.table({**{k: pc.fill_null(table.column(k), "") for k in keys},
+                        "_row": np.arange(table.num_rows)})
+    groups = indexed.group_by(list(keys), use_threads=False).aggregate([("_row", "list")])
+    lists = groups.column("_row_list").combine_chunks()
+    rows, offsets = lists.values.to_numpy(), lists.offsets.to_numpy()
+    out = {tuple(g.values()): rows[offsets[i]:offsets[i + 1]]
+           for i, g in enumerate(groups.select(list(keys)).to_pylist())}
     return dict(sorted(out.items()))
 
 

@@ -1,6 +1,9 @@
 """Statistics over clips: bootstrap intervals, paired comparisons, rank correlation of maps.
 
-Pure numpy (and scipy's Wilcoxon signed-rank test); every function takes per-clip arrays.
+scipy does the statistics (``bootstrap``, ``wilcoxon``, ``spearmanr``); the running curve
+moments are a short pure update of ours (Chan's pairwise formula): numpy and scipy have no
+mergeable moments, and scikit-learn's ``StandardScaler.partial_fit`` keeps them only as a
+scaler's by-product. Every function takes per-clip arrays.
 """
 
 from __future__ import annotations
@@ -8,31 +11,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
-# Resampled index matrices are built this many elements at a time (bounded memory at any n).
+# Resamples are drawn this many elements at a time (bounded memory at any number of clips).
 _CHUNK = 2_000_000
 
 
 def bootstrap_ci(values: np.ndarray, reps: int = 2000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap interval of the mean (resampling clips).
+    """Mean and percentile-bootstrap interval of the mean (resampling clips), by scipy.
+
+    ``scipy.stats.bootstrap(method="percentile")`` with a fixed seed, so a report is
+    reproducible. The percentile interval, not scipy's default BCa, because BCa (a) is
+    undefined when every value is equal (it returns NaN: a paired difference that is the same
+    on every clip is common, e.g. two settings that agree), (b) needs a jackknife over the
+    clips whose cost grows with the square of their number, at dataset scale (tens of
+    thousands of clips) for every metric, method and pair of the report, and (c) gains little
+    coverage once there are tens of clips (with fewer, on skewed values, both intervals are
+    too narrow; ``benchmarks/bootstrap_interval.py`` measures both). It also keeps the
+    intervals of earlier reports to rounding: the resamples are the ones this function drew
+    before it used scipy (only scipy's quantile interpolation differs, in the last bit).
 
     Args:
         values: (n,) per-clip values (NaNs dropped).
+        reps: Number of resamples.
+        seed: Seed of the resampling generator.
+        level: Confidence level of the two-sided interval.
 
     Returns:
-        (mean, low, high); NaNs when there are no values.
+        (mean, low, high); NaNs when there are no values, (x, x, x) for a single value x.
     """
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
         return (float("nan"),) * 3
-    rng = np.random.default_rng(seed)
-    per = max(1, _CHUNK // v.size)
-    means = np.concatenate([v[rng.integers(0, v.size, size=(min(per, reps - i), v.size))]
-                            .mean(axis=1) for i in range(0, reps, per)])
-    a = (1 - level) / 2
-    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+    mean = float(v.mean())
+    if v.size == 1:  # every resample is the value itself
+        return mean, mean, mean
+    ci = stats.bootstrap((v,), np.mean, n_resamples=reps, batch=max(1, _CHUNK // v.size),
+                         vectorized=True, confidence_level=level, method="percentile",
+                         rng=np.random.default_rng(seed)).confidence_interval
+    return mean, float(ci.low), float(ci.high)
 
 
 @dataclass(frozen=True)
@@ -66,43 +85,74 @@ def paired(a: np.ndarray, b: np.ndarray, higher_is_better: bool = True) -> Paire
 
 def wilcoxon_p(d: np.ndarray) -> float:
     """Two-sided p-value of scipy's Wilcoxon signed-rank test on differences ``d`` (n,)."""
-    from scipy.stats import wilcoxon
-
     if np.count_nonzero(d) < 2:
         return float("nan")
-    return float(wilcoxon(d, zero_method="wilcox").pvalue)
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 of a 1-D array, ties given the mean of their positions."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    new = np.r_[True, ordered[1:] != ordered[:-1]]
-    starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:], len(values)]
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = ((starts + ends - 1) / 2.0)[np.cumsum(new) - 1]
-    return ranks
+    return float(stats.wilcoxon(d, zero_method="wilcox").pvalue)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two maps (flattened); NaN when either is constant."""
-    ra, rb = average_ranks(a.ravel()), average_ranks(b.ravel())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+    """Spearman's rank correlation of two maps of the same size (flattened), by scipy.
+
+    Ties get their average rank. NaN when either map is constant (no ranking to correlate,
+    as before scipy; without scipy's warning) or holds a NaN.
+    """
+    a, b = np.ravel(a), np.ravel(b)
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and sum of squared deviations from the mean of vectors, per element.
+
+    Attributes:
+        n: number of vectors.
+        mean: (k,) their mean.
+        m2: (k,) sum over the vectors of (x - mean)².
+    """
+
+    n: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def of(cls, rows: np.ndarray) -> Moments:
+        """Moments of (n, k) rows (two passes: exact to rounding whatever their mean)."""
+        mean = rows.mean(axis=0)
+        return cls(rows.shape[0], mean, ((rows - mean) ** 2).sum(axis=0))
+
+    def merge(self, other: Moments) -> Moments:
+        """Moments of both sets of rows together, by the pairwise update of Chan, Golub and
+        LeVeque (1983, "Algorithms for computing the sample variance: analysis and
+        recommendations", The American Statistician 37(3)); with one row in ``other`` it is
+        Welford's update (1962, "Note on a method for calculating corrected sums of squares
+        and products", Technometrics 4(3)).
+
+        The sum-and-sum-of-squares formula (mean(x²) − mean²) cancels catastrophically when
+        the mean is large against the spread; this one adds deviations only.
+        """
+        if not self.n or not other.n:
+            return other if not self.n else self
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        return Moments(n, self.mean + delta * (other.n / n),
+                       self.m2 + other.m2 + delta * delta * (self.n * other.n / n))
 
 
 class CurveMean:
     """Running mean and pointwise 95 % interval of the mean of curves, one batch at a time.
 
-    Holds three vectors whatever the number of curves (bounded memory).
+    Holds one :class:`Moments` whatever the number of curves (bounded memory).
     """
 
     def __init__(self) -> None:
-        self.n = 0
-        self.total: np.ndarray | None = None
-        self.squares: np.ndarray | None = None
+        self.moments: Moments | None = None
+
+    @property
+    def n(self) -> int:
+        """Curves added so far."""
+        return self.moments.n if self.moments is not None else 0
 
     def add(self, curves: np.ndarray) -> None:
         """Add (n, steps + 1) curves (rows with NaNs are skipped)."""
@@ -110,19 +160,15 @@ class CurveMean:
         curves = curves[np.isfinite(curves).all(axis=1)]
         if not curves.size:
             return
-        if self.total is None or self.total.shape[0] != curves.shape[1]:
-            if self.total is not None:  # curves of another length: keep the first kind
-                return
-            self.total = np.zeros(curves.shape[1])
-            self.squares = np.zeros(curves.shape[1])
-        self.n += curves.shape[0]
-        self.total += curves.sum(axis=0)
-        self.squares += (curves * curves).sum(axis=0)
+        if self.moments is None:
+            self.moments = Moments.of(curves)
+        elif self.moments.mean.shape[0] == curves.shape[1]:  # another length: keep the first
+            self.moments = self.moments.merge(Moments.of(curves))
 
     def result(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(mean (steps + 1,), half-width of the normal 95 % interval (steps + 1,)), or None."""
-        if not self.n:
+        if self.moments is None:
             return None
-        mean = self.total / self.n
-        var = np.maximum(self.squares / self.n - mean * mean, 0.0) * self.n / max(self.n - 1, 1)
-        return mean, 1.96 * np.sqrt(var / self.n)
+        n, mean, m2 = self.moments.n, self.moments.mean, self.moments.m2
+        var = m2 / max(n - 1, 1)
+        return mean, 1.96 * np.sqrt(var / n)

@@ -6,6 +6,7 @@ Every function takes a :class:`~pipeline.apps.report.load.RunData` and returns p
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,7 +196,7 @@ def accuracy_per_class(run: RunData) -> list[dict]:
             seen.setdefault(cid, (ok, pred))
         ok = np.array([v[0] for v in seen.values()])
         wrong = [p for o, p in seen.values() if o == 0]
-        confused = max(set(wrong), key=wrong.count) if wrong else ""
+        confused = Counter(wrong).most_common(1)[0][0] if wrong else ""  # ties: first seen
         rows.append({"model": model + (f" w:{short(w)}" if len(weights[model]) > 1 else ""),
                      "class": label, "clips": len(seen), "correct": int(np.nansum(ok)),
                      "accuracy": float(np.nanmean(ok)), "most_confused_with": confused})
