@@ -44,7 +44,7 @@ import models.small3d  # noqa: F401
 import models.torchvision_video  # noqa: F401
 from benchmarks import common
 from models.registry import build_network, get_spec
-from transforms.masks import mask_members, occlusion_masks
+from transforms.masks import tube_mask_batches
 from transforms.methods.aosa import aggregate
 from transforms.perturbation import PerturbationEngine
 from transforms.scoring import Scorer, resolve_device, resolve_precision
@@ -84,15 +84,11 @@ def make_scorer(name: str, precision: str, device: str = "cpu") -> Scorer:
 
 def aosa_map(engine: PerturbationEngine, boxes: torch.Tensor, partners: torch.Tensor,
              limit: int) -> torch.Tensor:
-    """Exact AOSA's loop (transforms/methods/aosa.py) over the first ``limit`` masks."""
+    """Exact AOSA's occlusion (transforms/methods/aosa.py) of the first ``limit`` masks."""
     shape = engine.frame_shape
-
-    def batches():
-        for start in range(0, limit, engine.batch_size):
-            idx = torch.arange(start, min(start + engine.batch_size, limit))
-            yield occlusion_masks(boxes, mask_members(idx, partners), shape[1:])
-
-    return aggregate(engine.perturb(batches(), 0.0), limit, shape, engine.base_score, "mean",
+    masks = tube_mask_batches(boxes, partners, shape[1:], engine.batch_size,
+                              torch.arange(limit, device=boxes.device))
+    return aggregate(engine.perturb(masks, 0.0), limit, shape, engine.base_score, "mean",
                      engine.device)
 
 

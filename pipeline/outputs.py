@@ -1,4 +1,17 @@
-"""After a run: read the Parquet outputs back, write ``run.json``, print a summary table."""
+"""The one reader of a run's Parquet outputs; after a run, ``run.json`` and a summary table.
+
+Two ways to read a table directory (``metrics/``, ``saliency/``, ``errors/``, ``concepts/``),
+on the same listing of committed files (:func:`table_files`) and the same file opening
+(:func:`read_parquet`):
+
+- :func:`iter_tables` / :func:`read_table`: whole files, partition columns added; a damaged
+  file raises (the job's reads: recovery, done identities, counts).
+- :class:`Output`: a run's output for the report, in either layout (flat, or Hive
+  ``model=<m>/method=<meth>/`` directories, values URI-encoded): each file's footer and schema
+  checked once, damaged files left out and named in :attr:`Output.unreadable` (no row is
+  dropped silently), rows streamed file by file, column-projected and filtered
+  (:meth:`Output.scan`), so nothing holds more than one file's matching rows at a time.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +20,9 @@ import os
 import platform
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -17,7 +32,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.storage import arrow_filesystem
-from transforms.sink import OutputPaths
+from transforms.sink import ERROR_SCHEMA, METRICS_SCHEMA, OutputPaths, saliency_schema
 
 
 def table_files(directory: str) -> list[str]:
@@ -28,7 +43,7 @@ def table_files(directory: str) -> list[str]:
     try:  # a missing directory, prefix or bucket lists as empty; anything else is an error
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     except OSError as exc:
-        raise ValueError(f"{directory} cannot be listed: {_one_line(exc)}") from None
+        raise ValueError(f"{directory} cannot be listed: {one_line(exc)}") from None
     prefix = directory.rstrip("/")
     found = []
     for info in infos:
@@ -76,13 +91,6 @@ def iter_tables(directory: str, columns: list[str] | None = None,
         yield path, table
 
 
-def open_dataset(directory: str, **kwargs) -> ds.Dataset:
-    """The committed files of a table directory as one Hive-partitioned pyarrow dataset
-    (the report's streaming, column-projected reads); ``kwargs`` go to ``ds.dataset``."""
-    fs, base = arrow_filesystem(directory)
-    return ds.dataset(base, filesystem=fs, format="parquet", partitioning="hive", **kwargs)
-
-
 def exists(directory: str) -> bool:
     """True when ``directory`` (local or remote) holds anything."""
     fs, base = arrow_filesystem(directory)
@@ -93,11 +101,12 @@ def exists(directory: str) -> bool:
         return bool(fs.get_file_info(pafs.FileSelector(base, recursive=True,
                                                        allow_not_found=True)))
     except OSError as exc:
-        raise ValueError(f"{directory} cannot be read: {_one_line(exc)}") from None
+        raise ValueError(f"{directory} cannot be read: {one_line(exc)}") from None
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, at most ``limit`` characters (its type if empty)."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__
 
 
 def read_table(directory: str, columns: list[str] | None = None,
@@ -112,6 +121,155 @@ def read_table(directory: str, columns: list[str] | None = None,
 def count_rows(directory: str) -> int:
     table = read_table(directory, columns=["clip_id"])
     return 0 if table is None else table.num_rows
+
+
+# --- The report's reader: checked files, streamed scans ---------------------------------------
+
+
+class NoOutput(ValueError):
+    """The directory is not a run's output (missing, or without the table asked for)."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file of an output the report could not read, and why (its rows are left out)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} cannot be read ({self.reason}): its rows are not in this report"
+
+
+# The sink's schemas: a file's columns must have these types (older files may lack some).
+# Saliency maps vary in shape and dtype (--size, --saliency-dtype): only their name is checked.
+EXPECTED = {"metrics": METRICS_SCHEMA, "errors": ERROR_SCHEMA,
+            "saliency": saliency_schema((1, 1, 1))}
+LOOSE = frozenset({"saliency"})
+# Columns every file of a table has had: a file without them belongs to another table.
+REQUIRED = {"metrics": ("clip_id", "deletion_auc"), "saliency": ("clip_id", "saliency"),
+            "errors": ("clip_id", "error_type")}
+CHECK_THREADS = 16  # footers are read in parallel (one small read each, remote or local)
+
+
+def check_file(path: str, table: str) -> tuple[pa.Schema | None, str]:
+    """Open ``path``'s footer and check its schema against ``table``'s.
+
+    Returns:
+        (the file's Arrow schema, "") when it is readable, else (None, the reason in one line).
+    """
+    try:
+        schema = read_parquet(path).schema_arrow
+    except Exception as exc:  # noqa: BLE001 - any unreadable footer is named, not raised
+        return None, one_line(exc, 200)
+    expected = EXPECTED[table]
+    for name in REQUIRED[table]:
+        if name not in schema.names:
+            return None, f"no {name} column: not a {table}/ file"
+    for field in schema:
+        if field.name in expected.names and field.name not in LOOSE:
+            want = expected.field(field.name).type
+            if not field.type.equals(want):
+                return None, f"column {field.name} is {field.type}, expected {want}"
+    return schema, ""
+
+
+class Output:
+    """A run's output opened for reading: each table's files checked once (footer and schema),
+    the readable ones read as one dataset, the others kept in :attr:`unreadable`.
+
+    Attributes:
+        root: the output directory (local path or URI).
+        unreadable: every file found damaged so far (when opened or while read).
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.unreadable: list[Unreadable] = []
+        self._tables: dict[str, ds.Dataset] = {}
+
+    def table(self, table: str) -> ds.Dataset:
+        """The readable files of ``table`` (``metrics``, ``saliency``, ``errors``).
+
+        Raises:
+            NoOutput: one line saying what is missing.
+        """
+        if table not in self._tables:
+            self._tables[table] = self._open(table)
+        return self._tables[table]
+
+    def _open(self, table: str) -> ds.Dataset:
+        path = FileSystems.join(self.root, table)
+        if not exists(self.root):
+            raise NoOutput(f"{self.root} does not exist (give a run's --output directory)")
+        if not exists(path):
+            raise NoOutput(f"{self.root} has no {table}/ table (is it a vidxai run's --output?)")
+        files = table_files(path)
+        if not files:
+            raise NoOutput(f"{path} holds no Parquet files (the run wrote no rows)")
+        with ThreadPoolExecutor(min(CHECK_THREADS, len(files))) as pool:
+            checked = list(pool.map(lambda f: check_file(f, table), files))
+        good = [(f, schema) for f, (schema, _) in zip(files, checked, strict=True) if schema]
+        self._name([Unreadable(f, why) for f, (schema, why) in zip(files, checked, strict=True)
+                    if schema is None])
+        if not good:
+            raise NoOutput(f"{path} holds no readable Parquet file ({len(files)} damaged: "
+                           f"{self.unreadable[-1]})")
+        fs, base = arrow_filesystem(path)
+        paths = [arrow_filesystem(f)[1] for f, _ in good]
+        dataset = ds.dataset(paths, filesystem=fs, format="parquet", partitioning="hive",
+                             partition_base_dir=base)
+        try:  # columns of newer files too (the first file's schema alone would hide them)
+            schema = pa.unify_schemas([dataset.schema, *(s for _, s in good)])
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. maps of two shapes
+            return dataset
+        return ds.dataset(paths, schema=schema, filesystem=fs, format="parquet",
+                          partitioning="hive", partition_base_dir=base)
+
+    def _name(self, found: Sequence[Unreadable]) -> None:
+        known = {u.path for u in self.unreadable}
+        self.unreadable += [u for u in found if u.path not in known]
+
+    def scan(self, dataset: ds.Dataset, columns: Sequence[str],
+             where: ds.Expression | None = None, batch_size: int = 4096) -> Iterator[pa.Table]:
+        """The ``columns`` of the rows matching ``where``, one small table per record batch.
+
+        Read file by file: a file that fails half-way (damaged past its footer) gives no row
+        and is named in :attr:`unreadable`. Columns the dataset does not have (an older run's
+        schema) are filled with nulls.
+        """
+        have = [c for c in columns if c in dataset.schema.names]
+        missing = [c for c in columns if c not in have]
+        for fragment in dataset.get_fragments(filter=where):
+            try:
+                batches = [b for b in fragment.to_batches(schema=dataset.schema, columns=have,
+                                                          filter=where, batch_size=batch_size)
+                           if b.num_rows]
+            except (OSError, pa.ArrowException) as exc:
+                self._name([Unreadable(self._uri(fragment.path),
+                                       f"failed while read: {one_line(exc, 200)}")])
+                continue
+            for batch in batches:
+                table = plain(batch)
+                for name in missing:
+                    table = table.append_column(name, pa.nulls(table.num_rows))
+                yield table.select(list(columns))
+
+    def _uri(self, fs_path: str) -> str:
+        """A file's path as the user gave the output (``s3://…`` kept)."""
+        _, base = arrow_filesystem(self.root)
+        rel = fs_path[len(base):].lstrip("/")
+        return FileSystems.join(self.root, rel) if "://" in self.root else os.path.join(
+            self.root, rel)
+
+
+def plain(table: pa.Table | pa.RecordBatch) -> pa.Table:
+    """Dictionary columns (hive partition values) cast to their value type."""
+    table = pa.Table.from_batches([table]) if isinstance(table, pa.RecordBatch) else table
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table
 
 
 def versions() -> dict:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.outputs import iter_tables, read_parquet, table_files
+from pipeline.outputs import iter_tables, one_line, read_parquet, table_files
 from transforms.sink import INPROGRESS, OutputPaths, partition_dir
 
 IDENTITY = ["clip_id", "config_hash", "weights_sha256"]  # + the method partition
@@ -68,7 +68,7 @@ def damage(path: str, table: str) -> str | None:
             return f"columns {', '.join(missing)} are missing"
         pf.read(columns=[c for c in REQUIRED[table] if c != "saliency"])
     except Exception as exc:  # noqa: BLE001 - truncated, garbage, a bad page: all damage
-        return " ".join(str(exc).split())[:200] or type(exc).__name__
+        return one_line(exc, 200)
     return None
 
 

@@ -146,29 +146,37 @@ def test_paper_aggregation_rewards_rarely_occluded_border_voxels():
         (r, c) for r in range(20, 28) for c in range(4, 12)]
 
 
+class MeanModel(nn.Module):
+    """Two classes: the clip's mean and 0; records the shape of every batch it scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes: list[tuple] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        v = x.mean(dim=(1, 2, 3, 4))
+        return torch.stack([v, torch.zeros_like(v)], dim=1)
+
+
 @pytest.mark.parametrize("stride", [8, 4, 2])
 def test_dense_tensors_never_exceed_the_batch_size(monkeypatch, stride):
     """Peak memory is bounded by --batch-size: masks are rasterised chunk by chunk, whatever N."""
-    import transforms.methods.aosa as aosa_mod
+    import transforms.masks as masks_mod
 
     seen: list[int] = []
-    real = aosa_mod.occlusion_masks
+    real = masks_mod.occlusion_masks
 
     def spy(boxes, members, frame_size):
         out = real(boxes, members, frame_size)
         seen.append(out.shape[0])
         return out
 
-    monkeypatch.setattr(aosa_mod, "occlusion_masks", spy)
+    monkeypatch.setattr(masks_mod, "occlusion_masks", spy)
     tubes = build_tubes(constant_flow(4, 32, 32, 1.0, 0.0), stride, (8, 8), 3)
-    shapes: list[tuple] = []
-
-    def score_fn(batch):
-        shapes.append(tuple(batch.shape))
-        return batch.mean(dim=(1, 2, 3, 4))
-
-    x = torch.randn(3, 4, 32, 32)
-    aosa_mod.aosa_saliency(x, torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners),
-                           score_fn, 5, base_score=0.0)
+    model = MeanModel()
+    explain("aosa", make_scorer(model), torch.randn(3, 4, 32, 32), 0, tubes, 5)
     assert max(seen) <= 5 and sum(seen) == tubes.num_masks == (32 // stride) ** 2
-    assert all(s[0] <= 5 and s[1:] == (3, 4, 32, 32) for s in shapes)
+    assert model.shapes[0] == (1, 3, 4, 32, 32)  # the engine's clean forward
+    assert all(s[0] <= 5 and s[1:] == (3, 4, 32, 32) for s in model.shapes)
+    assert sum(s[0] for s in model.shapes) == tubes.num_masks + 1

@@ -7,18 +7,17 @@ import pytest
 import torch
 from torch import nn
 
+import transforms.masks as masks_mod
 import transforms.methods.aosa as aosa_mod
-import transforms.methods.aosa_approx as approx_mod  # also registers the approx methods
 from models.registry import get_spec
 from models.tiny import TinyVideoNet
 from tests.test_tubes import constant_flow
-from transforms.methods.aosa import tube_mask_batches
-from transforms.methods.aosa_approx import (
-    aggregate_boxes,
+from transforms.masks import tube_mask_batches
+from transforms.methods.aosa import aggregate_boxes
+from transforms.methods.aosa_approx import (  # also registers the approx methods
     approx_scores,
     box_mask_sums,
     dense_mask_sums,
-    subset_mask_batches,
     taylor_changes,
     taylor_direction,
     tukey_fences,
@@ -114,7 +113,7 @@ def estimates(engine: PerturbationEngine, tubes: Tubes, fill, adjust: bool) -> t
     bs = engine.batch_size
 
     def masks_of(idx):
-        return subset_mask_batches(boxes, partners, idx, (32, 32), bs)
+        return tube_mask_batches(boxes, partners, (32, 32), bs, idx)
 
     return approx_scores(engine.x, fill, engine.score_with_grad,
                          box_mask_sums(boxes, partners), masks_of,
@@ -320,8 +319,7 @@ def test_dense_tensors_never_exceed_the_batch_size(monkeypatch):
             return out
         return wrapped
 
-    monkeypatch.setattr(aosa_mod, "occlusion_masks", spy(aosa_mod.occlusion_masks))
-    monkeypatch.setattr(approx_mod, "occlusion_masks", spy(approx_mod.occlusion_masks))
+    monkeypatch.setattr(masks_mod, "occlusion_masks", spy(masks_mod.occlusion_masks))
     engine = make_engine(TwoRegionModel(), two_region_clip(), 0, batch_size=5)
     grads: list[int] = []
     real_grad = engine.score_with_grad
@@ -348,7 +346,7 @@ def test_box_sums_equal_the_dense_estimates(topk):
     direction = torch.randn(SHAPE[1:], generator=torch.Generator().manual_seed(4)).double()
 
     def masks_of(idx):
-        return subset_mask_batches(boxes, partners, idx, (32, 32), 7)
+        return tube_mask_batches(boxes, partners, (32, 32), 7, idx)
 
     dense = dense_mask_sums(masks_of, tubes.num_masks)
     fast = box_mask_sums(boxes, partners)

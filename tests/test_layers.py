@@ -3,6 +3,9 @@
 Applications (``pipeline/apps``: synthetic data, training, evaluation, demo, pictures) and the
 benchmarks (``benchmarks/``) sit on top of the job and nothing below them imports them. Every
 import counts, including the ones inside functions and under ``TYPE_CHECKING``.
+
+Within the layers no module imports itself back: the imports a module runs when it is loaded
+(every import outside a function body, ``TYPE_CHECKING`` ones included) form no cycle.
 """
 
 from __future__ import annotations
@@ -73,3 +76,73 @@ def test_no_module_imports_a_higher_layer(path: Path):
     layer = layer_of(path)
     assert layer is not None
     assert violations(layer, path.read_text()) == [], f"{path} imports a higher layer"
+
+
+# --- No import cycle ----------------------------------------------------------------------------
+
+
+def load_time_imports(source: str) -> set[str]:
+    """The modules ``source`` imports when it is loaded: every import outside function bodies
+    (class bodies, ``if`` / ``try`` blocks and ``TYPE_CHECKING`` included)."""
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                names.update(imported_modules(ast.unparse(child)))
+            visit(child)
+
+    visit(ast.parse(source))
+    return names
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """module → the project modules it imports at load time (``from a import b`` names the
+    module ``a.b`` when there is one, else ``a``)."""
+    return {name: {m for m in load_time_imports(src) if m in sources and m != name}
+            for name, src in sources.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle ``[a, b, …, a]``, or ``[]`` when there is none (depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []
+
+
+def test_the_cycle_finder_finds_cycles_and_only_cycles():
+    sources = {"p.a": "from p.b import x\n", "p.b": "import typing\nif typing.TYPE_CHECKING:"
+               "\n    from p.a import Y\n", "p.c": "def f():\n    from p.a import z\n"}
+    graph = import_graph(sources)
+    assert graph == {"p.a": {"p.b"}, "p.b": {"p.a"}, "p.c": set()}  # imports in f() run later
+    assert find_cycle(graph) == ["p.a", "p.b", "p.a"]
+    assert find_cycle({"p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": set()}) == []
+
+
+def test_no_import_cycle_among_the_project_modules():
+    paths = [*project_modules(), ROOT / "run_pipeline.py"]
+    graph = import_graph({module_name(p): p.read_text() for p in paths})
+    assert find_cycle(graph) == [], "import cycle"

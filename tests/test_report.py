@@ -15,8 +15,9 @@ import pytest
 import run_pipeline
 from pipeline.apps.report import cli, tables
 from pipeline.apps.report.load import load_run
-from pipeline.apps.report.read import NoOutput, Selection, read_maps
+from pipeline.apps.report.read import Selection, read_maps
 from pipeline.apps.report.stats import bootstrap_ci, paired
+from pipeline.outputs import NoOutput
 from tests.report_outputs import metric_row, saliency_row, write_output
 
 T, S = 4, 8

@@ -8,6 +8,8 @@ work on the boxes (inclusion–exclusion over each mask's boxes per frame, summe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 
@@ -50,6 +52,29 @@ def mask_members(indices: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
     return torch.cat([indices[:, None], partners[indices]], dim=1)
 
 
+def tube_mask_batches(boxes: torch.Tensor, partners: torch.Tensor, frame_size: tuple[int, int],
+                      batch_size: int, indices: torch.Tensor | None = None
+                      ) -> Iterator[torch.Tensor]:
+    """Integrated tube masks rasterised ``batch_size`` at a time on ``boxes``' device.
+
+    Args:
+        boxes: int (N, T, 4) tube boxes.
+        partners: int64 (N, K) (K = 0: single masks).
+        frame_size: (H, W).
+        batch_size: masks per yielded batch (the last may be smaller).
+        indices: int64 (M,) the masks to rasterise, in that order (None: all N, 0 … N − 1).
+
+    Yields:
+        bool (B, T, H, W), True where occluded; mask i is tube i united with its partners.
+    """
+    if indices is None:
+        indices = torch.arange(boxes.shape[0], device=boxes.device)
+    indices = indices.to(boxes.device)
+    for start in range(0, indices.numel(), batch_size):
+        chunk = indices[start:start + batch_size]
+        yield occlusion_masks(boxes, mask_members(chunk, partners), frame_size)
+
+
 # --- Box sums without dense masks -------------------------------------------------------------
 #
 # A tube mask is one axis-aligned box per frame, and an integrated mask is, per frame, the union
@@ -62,6 +87,12 @@ def mask_members(indices: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
 
 MAX_BOX_MEMBERS = 8
 """Largest M handled by inclusion–exclusion (2^8 − 1 = 255 boxes per mask and frame)."""
+
+
+def boxable(partners: torch.Tensor) -> bool:
+    """Whether masks of these int64 (N, K) partners are handled by their boxes
+    (K + 1 <= :data:`MAX_BOX_MEMBERS`) rather than rasterised."""
+    return partners.shape[1] + 1 <= MAX_BOX_MEMBERS
 
 
 def member_subsets(m: int, device: torch.device | str = "cpu"

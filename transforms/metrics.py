@@ -17,17 +17,14 @@ The deletion fill is 0 in normalised space (the dataset-mean colour), as AOSA's 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 import numpy as np
 import torch
 
-from transforms.perturbation import blur_fill, perturbed_scores
-
-ScoreFn = Callable[[torch.Tensor], torch.Tensor]
-"""``score_fn(batch (B, 3, T, H, W)) -> (B,)`` target-class scores."""
+from transforms.perturbation import ScoreFn, blur_fill, perturbed_scores
 
 Box = Sequence[float]
 

@@ -41,7 +41,13 @@ from models.registry import (
     state_dict_from_bytes,
 )
 from transforms.remote import NO_OPTIONS, FileSystemsOptions, local_copy
-from transforms.scoring import Scorer, check_device_name, resolve_device, resolve_precision
+from transforms.scoring import (
+    PRECISIONS,
+    Scorer,
+    check_device_name,
+    resolve_device,
+    resolve_precision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +189,8 @@ class VideoModelHandler:
             weights_sha256.
         """
         check_device_name(self.device)
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"--precision must be one of auto, fp32, bf16, fp16, got "
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
                              f"{self.precision!r}")
         _, sha = self.build()
         self.class_names()

@@ -47,6 +47,21 @@ ScoreKind = Literal["prob", "logit"]
 # --- Pure functions -------------------------------------------------------------------------
 
 
+def occlude(x: torch.Tensor, fill: torch.Tensor | float, masks: torch.Tensor) -> torch.Tensor:
+    """``where(mask, fill, x)`` for a batch of masks.
+
+    Args:
+        x: (3, T, H, W) clip.
+        fill: number or tensor broadcastable to (3, T, H, W).
+        masks: bool (B, T, H, W), True = occluded.
+
+    Returns:
+        (B, 3, T, H, W).
+    """
+    fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
+    return torch.where(masks[:, None], fill, x)
+
+
 def perturbed_scores(source: torch.Tensor, fill: torch.Tensor | float,
                      masks: Iterable[torch.Tensor], score_fn: ScoreFn
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -64,13 +79,12 @@ def perturbed_scores(source: torch.Tensor, fill: torch.Tensor | float,
     """
     if source.ndim != 4 or source.shape[0] != 3:
         raise ValueError(f"source must have shape (3, T, H, W), got {tuple(source.shape)}")
-    if not torch.is_tensor(fill):
-        fill = torch.tensor(float(fill), device=source.device, dtype=source.dtype)
+    fill = torch.as_tensor(fill, dtype=source.dtype, device=source.device)
     for mask in masks:
         if mask.ndim != 4 or tuple(mask.shape[1:]) != tuple(source.shape[1:]):
             raise ValueError(f"mask batch must be (B, {', '.join(map(str, source.shape[1:]))})"
                              f", got {tuple(mask.shape)}")
-        batch = torch.where(mask[:, None], fill, source)  # (B, 3, T, H, W)
+        batch = occlude(source, fill, mask)  # (B, 3, T, H, W)
         scores = torch.as_tensor(score_fn(batch)).detach()
         if scores.shape != (mask.shape[0],):
             raise ValueError(f"score_fn returned shape {tuple(scores.shape)} for a batch of "

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:  # records stay importable without the stage modules (no import cycles)
-    from transforms.tubes import Tubes
 
 
 def make_clip_id(video: str, start_frame: int, num_frames: int, frame_stride: int = 1) -> str:
@@ -71,6 +67,36 @@ class ClipFlow:
 
     clip: ClipData
     flow: np.ndarray
+
+
+@dataclass(frozen=True)
+class Tubes:
+    """Compact AOSA masks of one clip.
+
+    Attributes:
+        tracks: float32 (N, T, 2) anchor positions (x, y); after a frame-out, frozen at the
+            first position off screen.
+        valid: bool (N, T), False from the frame where the anchor left the frame.
+        boxes: int32 (N, T, 4) occluded box ``[x0, y0, x1, y1)`` clipped to the frame; an empty
+            box (x0 == x1) where the tube does not occlude.
+        partners: int64 (N, K) indices of the K most co-occurring other tubes (K may be 0).
+        frame_size: (H, W).
+    """
+
+    tracks: np.ndarray
+    valid: np.ndarray
+    boxes: np.ndarray
+    partners: np.ndarray
+    frame_size: tuple[int, int]
+
+    @property
+    def num_masks(self) -> int:
+        return int(self.tracks.shape[0])
+
+    def without_integration(self) -> Tubes:
+        """The same tubes with no partners (AOSA_SGL: single masks)."""
+        return Tubes(self.tracks, self.valid, self.boxes,
+                     np.zeros((self.num_masks, 0), dtype=np.int64), self.frame_size)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 A tube is an anchor tracked through the clip by the optical flow; its mask occludes an
 ``h × w`` box centred on the (rounded) anchor in every frame where the anchor is still on screen.
-Masks are never stored densely: a :class:`Tubes` holds per-anchor tracks, per-frame integer
-boxes and the co-occurrence partners; :mod:`transforms.masks` rasterises them on the scoring
-device.
+Masks are never stored densely: a :class:`~transforms.records.Tubes` (a record of the stage
+contract, re-exported here) holds per-anchor tracks, per-frame integer boxes and the
+co-occurrence partners; :mod:`transforms.masks` rasterises them on the scoring device.
 
 Choices (docs/METHODS.md):
 - Anchors at ``s//2, s//2 + s, ...`` on each axis (the reference code's grid, integer pixels
@@ -26,41 +26,12 @@ Choices (docs/METHODS.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from transforms.deadletter import DeadLetterFn
 from transforms.flow import FlowParams, farneback_flow
-
-
-@dataclass(frozen=True)
-class Tubes:
-    """Compact AOSA masks of one clip.
-
-    Attributes:
-        tracks: float32 (N, T, 2) anchor positions (x, y); after a frame-out, frozen at the
-            first position off screen.
-        valid: bool (N, T), False from the frame where the anchor left the frame.
-        boxes: int32 (N, T, 4) occluded box ``[x0, y0, x1, y1)`` clipped to the frame; an empty
-            box (x0 == x1) where the tube does not occlude.
-        partners: int64 (N, K) indices of the K most co-occurring other tubes (K may be 0).
-        frame_size: (H, W).
-    """
-
-    tracks: np.ndarray
-    valid: np.ndarray
-    boxes: np.ndarray
-    partners: np.ndarray
-    frame_size: tuple[int, int]
-
-    @property
-    def num_masks(self) -> int:
-        return int(self.tracks.shape[0])
-
-    def without_integration(self) -> Tubes:
-        """The same tubes with no partners (AOSA_SGL: single masks)."""
-        return Tubes(self.tracks, self.valid, self.boxes,
-                     np.zeros((self.num_masks, 0), dtype=np.int64), self.frame_size)
+from transforms.records import ClipFlow, ClipTubes, Tubes
 
 
 def anchor_grid(height: int, width: int, stride: int) -> np.ndarray:
@@ -225,9 +196,6 @@ def num_anchors(height: int, width: int, stride: int) -> int:
 
 
 # --- Beam wrapper ---
-
-from transforms.deadletter import DeadLetterFn  # noqa: E402
-from transforms.records import ClipFlow, ClipTubes  # noqa: E402
 
 
 class TubesFn(DeadLetterFn):

@@ -23,28 +23,28 @@ Two aggregations of the N scores are offered:
     f − f(V) (what the reference code does) up to sign and a per-clip constant; the division
     removes the coverage bias, as captum's Occlusion averages overlapping windows. The map is
     in probability units, the same as AOSA-approx's Eq. 5 estimates.
+
+Every tube method (AOSA, AOSA_SGL, AOSA-T and AOSA-T_SGL in :mod:`transforms.methods.aosa_t`,
+AOSA-approx and AOSA_SGL-approx in :mod:`transforms.methods.aosa_approx`) is one body,
+:meth:`TubeMethod.explain`: its masks (:meth:`TubeMethod.mask_set`) → their scores
+(:meth:`TubeMethod.mask_scores`: occluded forwards through the engine here, first-order
+estimates in AOSA-approx) → :func:`mask_map`. The variants differ only in those two steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
+import numpy as np
 import torch
 
 from transforms.masks import (
-    MAX_BOX_MEMBERS,
+    boxable,
     mask_members,
-    occlusion_masks,
     paint_union_boxes,
+    tube_mask_batches,
     union_box_areas,
 )
 from transforms.methods.base import Explanation, Method, register_method
-from transforms.perturbation import (
-    PerturbationEngine,
-    ScoreFn,
-    mean_drop_map,
-    perturbed_scores,
-)
+from transforms.perturbation import PerturbationEngine, mean_drop_map
 from transforms.tubes import Tubes
 
 AGGREGATIONS = ("mean", "paper", "reference")
@@ -52,23 +52,6 @@ AGGREGATIONS = ("mean", "paper", "reference")
 BOX_CHUNK = 1024
 """Masks handled at once by the box sums (bounds their temporaries: ~1 MB per 1024 masks, T = 16,
 K = 3)."""
-
-
-def tube_mask_batches(boxes: torch.Tensor, partners: torch.Tensor,
-                      frame_size: tuple[int, int], batch_size: int) -> Iterator[torch.Tensor]:
-    """The N integrated tube masks, rasterised ``batch_size`` at a time on ``boxes``' device.
-
-    Args:
-        boxes: int (N, T, 4) tube boxes.
-        partners: int64 (N, K) (K = 0: single masks).
-
-    Yields:
-        bool (B, T, H, W), True where occluded; mask i is tube i united with its partners.
-    """
-    n = boxes.shape[0]
-    for start in range(0, n, batch_size):
-        idx = torch.arange(start, min(start + batch_size, n), device=boxes.device)
-        yield occlusion_masks(boxes, mask_members(idx, partners), frame_size)
 
 
 def aggregate(pairs, n: int, shape: tuple[int, int, int], base_score: float,
@@ -147,86 +130,94 @@ def aggregate_boxes(scores: torch.Tensor, boxes: torch.Tensor, partners: torch.T
     return ((weight.sum() - paint(weight)) / n).float()  # Σ_i w_i (1 − m_i) / N
 
 
-def aosa_saliency(x: torch.Tensor, boxes: torch.Tensor, partners: torch.Tensor,
-                  score_fn: ScoreFn, batch_size: int, base_score: float,
-                  aggregation: str = "mean", fill: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """Score all N integrated masks, rasterised ``batch_size`` at a time, and aggregate.
+def mask_map(scores: torch.Tensor, boxes: torch.Tensor, partners: torch.Tensor,
+             shape: tuple[int, int, int], base_score: float, aggregation: str,
+             batch_size: int) -> torch.Tensor:
+    """The map of N box masks and their scores (module docstring).
+
+    Painted from the boxes (:func:`aggregate_boxes`) when a mask unites at most
+    :data:`~transforms.masks.MAX_BOX_MEMBERS` tubes; else the masks are rasterised
+    ``batch_size`` at a time and aggregated batch by batch (:func:`aggregate`).
 
     Args:
-        x: normalised clip (3, T, H, W) on the device.
-        boxes: int (N, T, 4) tube boxes on the device.
-        partners: int64 (N, K) on the device (K = 0: single masks).
-        score_fn: ``(B, 3, T, H, W) -> (B,)`` target scores.
-        batch_size: masks scored per forward batch.
-        base_score: f(V), the unoccluded clip's score (used by ``mean``).
-        aggregation: ``mean`` or ``paper`` (module docstring).
-        fill: what occluded voxels take (0: the dataset-mean colour).
+        scores: (N,) scores f_i of the masks.
+        boxes: int (N, T, 4) tube boxes.
+        partners: int64 (N, K).
+        shape: (T, H, W).
+        base_score: f(V).
+        aggregation: see :data:`AGGREGATIONS`.
+        batch_size: masks rasterised at once (dense path only).
 
     Returns:
-        float32 (T, H, W) on the device.
+        float32 (T, H, W) on ``boxes``' device.
     """
-    masks = tube_mask_batches(boxes, partners, (x.shape[2], x.shape[3]), batch_size)
-    return aggregate(perturbed_scores(x, fill, masks, score_fn), boxes.shape[0],
-                     tuple(x.shape[1:]), base_score, aggregation, x.device)
+    if boxable(partners):
+        return aggregate_boxes(scores, boxes, partners, shape, base_score, aggregation)
+    pairs = zip(tube_mask_batches(boxes, partners, shape[1:], batch_size),
+                scores.float().split(batch_size), strict=True)
+    return aggregate(pairs, boxes.shape[0], shape, base_score, aggregation, boxes.device)
 
 
-class TubeMethod(Method):
-    """Base of the methods that occlude AOSA's tube masks (integrated unless ``integrate`` is
-    False: the ``_sgl`` variants)."""
-
-    needs_tubes = True
-    integrate = True
-
-    def tube_tensors(self, engine: PerturbationEngine, tubes: Tubes | None
-                     ) -> tuple[Tubes, torch.Tensor, torch.Tensor]:
-        """(tubes, boxes int (N, T, 4), partners int64 (N, K)) on the engine's device; K = 0
-        for single masks."""
-        if tubes is None:
-            raise ValueError(f"{self.name} needs tube masks")
-        if not self.integrate:
-            tubes = tubes.without_integration()
-        return (tubes, torch.from_numpy(tubes.boxes).to(engine.device),
-                torch.from_numpy(tubes.partners).to(engine.device))
-
-
-def occlusion_map(engine: PerturbationEngine, boxes: torch.Tensor, partners: torch.Tensor,
-                  fill: torch.Tensor | float, aggregation: str) -> torch.Tensor:
-    """Exact occlusion of N box masks through the engine, and their map.
-
-    Each mask is rasterised once, ``batch_size`` at a time, for its forward; the map is then
-    painted from the boxes and the N scores (:func:`aggregate_boxes`), so no batch is
-    aggregated densely. Masks of more than :data:`~transforms.masks.MAX_BOX_MEMBERS` tubes are
-    aggregated batch by batch (:func:`aggregate`).
+def occlusion_scores(engine: PerturbationEngine, boxes: torch.Tensor, partners: torch.Tensor,
+                     fill: torch.Tensor | float) -> torch.Tensor:
+    """Exact scores of N box masks: each rasterised once, ``batch_size`` at a time, for its
+    forward through the engine (N forwards).
 
     Args:
         boxes: int (N, T, 4) tube boxes on the engine's device.
         partners: int64 (N, K).
         fill: what occluded voxels take.
-        aggregation: see :data:`AGGREGATIONS`.
 
     Returns:
-        float32 (T, H, W) on the engine's device.
+        float32 (N,) on the engine's device.
     """
-    n, shape = boxes.shape[0], engine.frame_shape
-    masks = tube_mask_batches(boxes, partners, shape[1:], engine.batch_size)
-    pairs = engine.perturb(masks, fill)
-    if partners.shape[1] + 1 > MAX_BOX_MEMBERS:
-        return aggregate(pairs, n, shape, engine.base_score, aggregation, engine.device)
-    scores = [s for _, s in pairs]
-    scores = torch.cat(scores) if scores else torch.zeros(0, device=engine.device)
-    return aggregate_boxes(scores, boxes, partners, shape, engine.base_score, aggregation)
+    masks = tube_mask_batches(boxes, partners, engine.frame_shape[1:], engine.batch_size)
+    scores = [s for _, s in engine.perturb(masks, fill)]
+    return torch.cat(scores) if scores else torch.zeros(0, device=engine.device)
 
 
-class _TubeOcclusion(TubeMethod):
+class TubeMethod(Method):
+    """The tube methods' one body: masks → scores → map (module docstring).
+
+    A variant overrides :meth:`mask_set` (which masks: AOSA-T's windows) and / or
+    :meth:`mask_scores` (how they are scored: AOSA-approx's estimates); ``integrate`` False
+    gives the ``_sgl`` variants (single tube masks, no partners).
+    """
+
+    needs_tubes = True
+    integrate = True
+
+    def mask_set(self, tubes: Tubes, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """The masks to score: boxes int (N, T, 4) and partners int64 (N, K), K = 0 for single
+        masks. Here the clip's tubes, integrated unless ``integrate`` is False."""
+        if not self.integrate:
+            tubes = tubes.without_integration()
+        return tubes.boxes, tubes.partners
+
+    def mask_scores(self, engine: PerturbationEngine, boxes: torch.Tensor,
+                    partners: torch.Tensor) -> torch.Tensor:
+        """(N,) scores of the masks on the engine's device; here exact occlusion with this
+        method's fill (:func:`occlusion_scores`)."""
+        return occlusion_scores(engine, boxes, partners, self.fill(engine))
+
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
-        _, boxes, partners = self.tube_tensors(engine, tubes)
-        sal = occlusion_map(engine, boxes, partners, self.fill(engine),
-                            self.options.aggregation)
+        if tubes is None:
+            raise ValueError(f"{self.name} needs tube masks")
+        num_frames = engine.frame_shape[0]
+        if tubes.boxes.shape[1] != num_frames:
+            raise ValueError(f"{self.name}: the tubes have {tubes.boxes.shape[1]} frames, the "
+                             f"clip {num_frames}")
+        boxes_np, partners_np = self.mask_set(tubes, num_frames)
+        boxes = torch.from_numpy(boxes_np).to(engine.device)
+        partners = torch.from_numpy(partners_np).to(engine.device)
+        scores = self.mask_scores(engine, boxes, partners)
+        sal = mask_map(scores, boxes, partners, engine.frame_shape, engine.base_score,
+                       self.options.aggregation, engine.batch_size)
         return Explanation(sal.cpu())
 
 
 @register_method("aosa")
-class AOSA(_TubeOcclusion):
+class AOSA(TubeMethod):
     """Integrated tube masks (each mask with its K most co-occurring partners)."""
 
     name = "aosa"
@@ -235,7 +226,7 @@ class AOSA(_TubeOcclusion):
 
 
 @register_method("aosa_sgl")
-class AOSASingle(_TubeOcclusion):
+class AOSASingle(TubeMethod):
     """Single tube masks (AOSA_SGL in the paper's tables)."""
 
     name = "aosa_sgl"

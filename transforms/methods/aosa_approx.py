@@ -5,7 +5,8 @@ Both use the same masks as exact AOSA (:mod:`transforms.methods.aosa`) and turn 
 scores into a map with exact AOSA's aggregation (``--aggregation``), so the two maps are
 comparable voxel for voxel. The masks are never rasterised for that: every mask is, per frame,
 a union of K + 1 boxes, so its masked sum and its share of the map are read from / painted into
-summed-area tables by inclusion–exclusion (:func:`box_mask_sums`, :func:`aggregate_boxes`;
+summed-area tables by inclusion–exclusion (:func:`box_mask_sums`,
+:func:`~transforms.methods.aosa.aggregate_boxes`;
 O(N · T · 2^(K+1)) instead of O(N · T · H · W)); only the adjustment's (at most 2) expansion
 points are dense. With more than :data:`~transforms.masks.MAX_BOX_MEMBERS` tubes per mask the
 masks are rasterised ``batch_size`` at a time, as exact AOSA does. The network runs at most
@@ -79,8 +80,10 @@ Steps:
    between the approx and exact ``mean`` maps from 0.78 to 0.62 (s = 8) and 0.79 to 0.62
    (s = 4). On networks whose outliers share the extreme mask's region (tests) it helps.
 
-4. **Map**: :func:`~transforms.methods.aosa.aggregate` of (mask, f(V) + Δ_i) with
-   ``options.aggregation`` and f(V) = ``engine.base_score``.
+4. **Map**: exact AOSA's :func:`~transforms.methods.aosa.mask_map` of the estimates
+   f(V) + Δ_i with ``options.aggregation`` and f(V) = ``engine.base_score`` (the same body,
+   :class:`~transforms.methods.aosa.TubeMethod`, with :meth:`_TubeTaylor.mask_scores` in place
+   of the forwards).
 """
 
 from __future__ import annotations
@@ -90,22 +93,15 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 
 from transforms.masks import (
-    MAX_BOX_MEMBERS,
+    boxable,
     mask_members,
-    occlusion_masks,
     summed_area_table,
+    tube_mask_batches,
     union_box_sums,
 )
-from transforms.methods.aosa import (
-    BOX_CHUNK,
-    TubeMethod,
-    aggregate,
-    aggregate_boxes,
-    tube_mask_batches,
-)
-from transforms.methods.base import Explanation, register_method
-from transforms.perturbation import PerturbationEngine
-from transforms.tubes import Tubes
+from transforms.methods.aosa import BOX_CHUNK, TubeMethod
+from transforms.methods.base import register_method
+from transforms.perturbation import PerturbationEngine, occlude
 
 TUKEY_K = 1.5
 """Fence multiplier of the outlier rule (§3.5.3: 1.5 × IQR)."""
@@ -121,21 +117,6 @@ MaskSums = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 for those masks, in that order (:func:`box_mask_sums`, or :func:`dense_mask_sums`)."""
 
 # --- Pure functions -------------------------------------------------------------------------
-
-
-def occlude(x: torch.Tensor, fill: torch.Tensor | float, masks: torch.Tensor) -> torch.Tensor:
-    """``where(mask, fill, x)`` for a batch of masks.
-
-    Args:
-        x: (3, T, H, W) clip.
-        fill: number or tensor broadcastable to (3, T, H, W).
-        masks: bool (B, T, H, W), True = occluded.
-
-    Returns:
-        (B, 3, T, H, W).
-    """
-    fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
-    return torch.where(masks[:, None], fill, x)
 
 
 def taylor_direction(grad: torch.Tensor, x: torch.Tensor, fill: torch.Tensor | float
@@ -325,55 +306,26 @@ def approx_scores(x: torch.Tensor, fill: torch.Tensor | float, grad_fn: GradFn,
     return scores
 
 
-def subset_mask_batches(boxes: torch.Tensor, partners: torch.Tensor, indices: torch.Tensor,
-                        frame_size: tuple[int, int], batch_size: int
-                        ) -> Iterator[torch.Tensor]:
-    """Integrated masks ``indices`` (in that order), rasterised ``batch_size`` at a time.
-
-    Args:
-        boxes: int (N, T, 4) tube boxes.
-        partners: int64 (N, K).
-        indices: int64 (M,) mask indices.
-
-    Yields:
-        bool (B, T, H, W), True where occluded.
-    """
-    indices = indices.to(boxes.device)
-    for start in range(0, indices.numel(), batch_size):
-        chunk = indices[start:start + batch_size]
-        yield occlusion_masks(boxes, mask_members(chunk, partners), frame_size)
-
-
 # --- Methods --------------------------------------------------------------------------------
 
 
 class _TubeTaylor(TubeMethod):
-    """AOSA's tube masks, scored by :func:`approx_scores` and aggregated like exact AOSA."""
+    """AOSA's body with the masks scored by :func:`approx_scores` instead of forwards."""
 
     default_fill = "local_mean"  # conditional sampling (module docstring, step 1)
 
-    def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
-        tubes, boxes, partners = self.tube_tensors(engine, tubes)
+    def mask_scores(self, engine: PerturbationEngine, boxes: torch.Tensor,
+                    partners: torch.Tensor) -> torch.Tensor:
+        """float64 (N,) first-order estimates (+ §3.5.3's adjustment when ``approx_adjust``)."""
         hw, bs = engine.frame_shape[1:], engine.batch_size
-        fill = self.fill(engine)
 
         def masks_of(indices: torch.Tensor) -> Iterator[torch.Tensor]:
-            return subset_mask_batches(boxes, partners, indices, hw, bs)
+            return tube_mask_batches(boxes, partners, hw, bs, indices)
 
-        boxed = partners.shape[1] + 1 <= MAX_BOX_MEMBERS  # else: dense masks, as exact AOSA
-        sums = (box_mask_sums(boxes, partners) if boxed
-                else dense_mask_sums(masks_of, tubes.num_masks))
-        scores = approx_scores(engine.x, fill, engine.score_with_grad, sums, masks_of,
-                               engine.base_score, bs, adjust=self.options.approx_adjust)
-        if boxed:
-            sal = aggregate_boxes(scores, boxes, partners, engine.frame_shape,
-                                  engine.base_score, self.options.aggregation)
-        else:
-            pairs = zip(tube_mask_batches(boxes, partners, hw, bs),
-                        scores.float().split(bs), strict=True)
-            sal = aggregate(pairs, tubes.num_masks, engine.frame_shape, engine.base_score,
-                            self.options.aggregation, engine.device)
-        return Explanation(sal.cpu())
+        sums = (box_mask_sums(boxes, partners) if boxable(partners)  # else dense, as exact AOSA
+                else dense_mask_sums(masks_of, boxes.shape[0]))
+        return approx_scores(engine.x, self.fill(engine), engine.score_with_grad, sums,
+                             masks_of, engine.base_score, bs, adjust=self.options.approx_adjust)
 
 
 @register_method("aosa_approx")

@@ -52,11 +52,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from transforms.methods.aosa import TubeMethod, occlusion_map
-from transforms.methods.base import Explanation, register_method
-from transforms.perturbation import PerturbationEngine
+from transforms.methods.aosa import TubeMethod
+from transforms.methods.base import register_method
 from transforms.tubes import Tubes, cooccurrence, displacement_vectors, top_k_partners
 
 ABSENT = -2.0  # co-occurrence given to partners that occlude nothing in the window
@@ -166,22 +164,14 @@ def windowed_masks(tubes: Tubes, windows: list[tuple[int, int]], integrate: bool
 
 
 class _WindowedTubeOcclusion(TubeMethod):
+    """AOSA's body with every tube cut into temporal windows (:func:`windowed_masks`)."""
+
     def windows(self, num_frames: int) -> list[tuple[int, int]]:
         """This method's windows for a T-frame clip (``window`` / ``hop`` options)."""
         return temporal_windows(num_frames, self.options.window, self.options.hop)
 
-    def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
-        if tubes is None:
-            raise ValueError(f"{self.name} needs tube masks")
-        num_frames = engine.frame_shape[0]
-        if tubes.boxes.shape[1] != num_frames:
-            raise ValueError(f"tubes have {tubes.boxes.shape[1]} frames, the clip {num_frames}")
-        boxes_np, partners_np = windowed_masks(tubes, self.windows(num_frames), self.integrate)
-        boxes = torch.from_numpy(boxes_np).to(engine.device)
-        partners = torch.from_numpy(partners_np).to(engine.device)
-        sal = occlusion_map(engine, boxes, partners, self.fill(engine),
-                            self.options.aggregation)
-        return Explanation(sal.cpu())
+    def mask_set(self, tubes: Tubes, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        return windowed_masks(tubes, self.windows(num_frames), self.integrate)
 
 
 @register_method("aosa_t")

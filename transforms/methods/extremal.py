@@ -98,7 +98,7 @@ import torch
 import torch.nn.functional as F
 
 from transforms.methods.base import Explanation, Method, register_method
-from transforms.perturbation import PerturbationEngine
+from transforms.perturbation import PerturbationEngine, target_score
 from transforms.tubes import Tubes
 
 # Reference (STEP code) values, except DEFAULT_ITERATIONS (CPU), DEFAULT_STEP (8 px, the
@@ -404,7 +404,7 @@ def optimise_masks(engine: PerturbationEngine, fill: torch.Tensor | float,
                 b = logits.shape[0]
                 engine.passes.forward += b
                 engine.count_backward(b)
-                last.append(_score(logits.detach(), engine.target, engine.score_kind))
+                last.append(target_score(logits.detach(), engine.target, engine.score_kind))
             if settings.fep_keep is not None:
                 with torch.no_grad():
                     params.grad.copy_(modulate(params.grad, settings.fep_keep))
@@ -419,12 +419,6 @@ def optimise_masks(engine: PerturbationEngine, fill: torch.Tensor | float,
     with torch.no_grad():
         masks = upsample_mask(params.detach(), size)
     return EPResult(masks, scores)
-
-
-def _score(logits: torch.Tensor, target: int, kind: str) -> torch.Tensor:
-    if kind == "prob":
-        return torch.softmax(logits.float(), dim=1)[:, target]
-    return logits.float()[:, target]
 
 
 # --- Methods --------------------------------------------------------------------------------

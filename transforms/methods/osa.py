@@ -175,7 +175,8 @@ def window_mask_batches(boxes: torch.Tensor, frame_shape: Triple,
 def osa_saliency(x: torch.Tensor, score_fn: ScoreFn, batch_size: int, base_score: float,
                  window: Triple | None = None, strides: Triple | None = None,
                  fill: torch.Tensor | float = 0.0, edge: Edge = "truncate") -> torch.Tensor:
-    """OSA map of one clip, without an engine (nothing is counted).
+    """OSA map of one clip (the method's body; passes are counted when ``score_fn`` is an
+    engine's :meth:`~transforms.perturbation.PerturbationEngine.score`).
 
     Args:
         x: normalised clip (3, T, H, W) on the device.
@@ -211,10 +212,7 @@ class OSA(Method):
     reads = ("fill", "score")  # the cuboid is the paper's, scaled to the clip: no tube option
 
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
-        shape = engine.frame_shape
-        window, strides = osa_geometry(shape)
-        boxes = window_boxes(shape, window, strides, "truncate", engine.device)
-        masks = window_mask_batches(boxes, shape, engine.batch_size)
-        pairs = engine.perturb(masks, self.fill(engine))
-        sal = mean_drop_map(pairs, shape, engine.base_score, engine.device)
+        # engine.score counts the passes: this is engine.perturb's loop
+        sal = osa_saliency(engine.x, engine.score, engine.batch_size, engine.base_score,
+                           fill=self.fill(engine))
         return Explanation(sal.cpu())

@@ -27,9 +27,10 @@ from pipeline.apps.report import compare, concepts, pictures, plots, render, tab
 from pipeline.apps.report.colours import method_rgb
 from pipeline.apps.report.load import ERROR_COLUMNS, RunData, load_run
 from pipeline.apps.report.page import Figure, Section, page
-from pipeline.apps.report.read import NoOutput, Selection, read_maps
+from pipeline.apps.report.read import Selection, read_maps
 from pipeline.apps.report.truth import GroundTruth, crop_boxes
 from pipeline.apps.visualize import SCALES
+from pipeline.outputs import NoOutput
 from pipeline.strict_args import check_known_args
 from transforms.remote import is_remote
 

@@ -14,15 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.apps.report.failures import latest_failures, latest_written
-from pipeline.apps.report.read import (
-    VARIANT_KEYS,
-    NoOutput,
-    Output,
-    Selection,
-    as_output,
-    combined_filter,
-)
+from pipeline.apps.report.read import VARIANT_KEYS, Selection, as_output, combined_filter
 from pipeline.apps.report.stats import CurveMean
+from pipeline.outputs import NoOutput, Output
 
 SCALARS = ("clip_id", "video", "start_frame", "run_id", "method", *VARIANT_KEYS, "label",
            "label_name", "predicted", "predicted_name", "correct", "deletion_auc",
