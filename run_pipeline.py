@@ -32,11 +32,11 @@ USAGE_EPILOG = ("All standard Beam options are accepted too (--runner, --direct_
 def print_help() -> None:
     import argparse
 
-    from pipeline.flags import add_arguments  # neither Beam nor torch: --help stays fast
+    from pipeline.flags import add_arguments, help_options  # neither Beam nor torch: fast
 
     parser = argparse.ArgumentParser(prog="run_pipeline.py", description=__doc__.splitlines()[0],
                                      epilog=USAGE_EPILOG)
-    add_arguments(parser)
+    add_arguments(parser, help_options())
     parser.add_argument("--list-models", action="store_true", help="list networks and exit")
     parser.print_help()
 

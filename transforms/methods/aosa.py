@@ -38,16 +38,21 @@ from transforms.masks import (
     paint_union_boxes,
     union_box_areas,
 )
-from transforms.methods.base import Explanation, Method, register_method
+from transforms.methods.base import FILL, SCORE, Explanation, Method, register_method
+from transforms.options import Option
 from transforms.perturbation import (
     PerturbationEngine,
     ScoreFn,
     mean_drop_map,
     perturbed_scores,
 )
-from transforms.tubes import Tubes
+from transforms.tubes import BOX_SIZE, STRIDE, TOPK, Tubes
 
-AGGREGATIONS = ("mean", "paper", "reference")
+AGGREGATION = Option(
+    "aggregation", str, "mean", choices=("mean", "paper", "reference"),
+    help="AOSA map: mean (score drop averaged over covering masks) | paper (Eq. 2) | reference "
+         "(the authors' code)")
+AGGREGATIONS = AGGREGATION.choices
 
 BOX_CHUNK = 1024
 """Masks handled at once by the box sums (bounds their temporaries: ~1 MB per 1024 masks, T = 16,
@@ -231,7 +236,7 @@ class AOSA(_TubeOcclusion):
 
     name = "aosa"
     integrate = True
-    reads = ("stride", "box_size", "topk", "aggregation", "fill", "score")
+    reads = (STRIDE, BOX_SIZE, TOPK, AGGREGATION, FILL, SCORE)
 
 
 @register_method("aosa_sgl")
@@ -240,4 +245,4 @@ class AOSASingle(_TubeOcclusion):
 
     name = "aosa_sgl"
     integrate = False
-    reads = ("stride", "box_size", "aggregation", "fill", "score")  # no partners: no --topk
+    reads = (STRIDE, BOX_SIZE, AGGREGATION, FILL, SCORE)  # no partners: no --topk

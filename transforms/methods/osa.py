@@ -49,7 +49,7 @@ from typing import Literal
 
 import torch
 
-from transforms.methods.base import Explanation, Method, register_method
+from transforms.methods.base import FILL, SCORE, Explanation, Method, register_method
 from transforms.perturbation import (
     PerturbationEngine,
     ScoreFn,
@@ -208,7 +208,7 @@ class OSA(Method):
     """
 
     name = "osa"
-    reads = ("fill", "score")  # the cuboid is the paper's, scaled to the clip: no tube option
+    reads = (FILL, SCORE)  # the cuboid is the paper's, scaled to the clip: no tube option
 
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
         shape = engine.frame_shape
