@@ -98,34 +98,41 @@ def identity_table() -> str:
     return "\n".join(lines)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+def _readers(name: str) -> str:
+    """The methods whose hash holds option ``name``, with the ``--fill`` that makes them read
+    it when only some do."""
+    fills = (None, *FILL_PARAMETERS)
+    groups: dict[tuple, list[str]] = {}
+    for m in available_methods():
+        when = tuple(k for k in fills if name in METHODS[m].options_read(k))
+        if when:
+            groups.setdefault(when if len(when) < len(fills) else (), []).append(f"`{m}`")
+    parts = [", ".join(ms) + (" with " + " or ".join(
+        f"`--fill {k}`" if k else "no `--fill`" for k in when) if when else "")
+        for when, ms in groups.items()]
+    return "; ".join(parts) or "none"
+
+
+def _default(option: Option) -> str:
+    if option.type is bool:
+        return "off"
+    if option.default is None:
+        return "-"
+    value = option.default
+    return f"`{','.join(map(str, value)) if isinstance(value, tuple) else value}`"
 
 
 def options_table() -> str:
     """The README's options table (markdown): every flag, its default, what it does, and
     which config hashes it enters, generated from the declarations."""
-    readers: dict[str, list[str]] = {}
-    for m in available_methods():
-        fills = (None, *FILL_PARAMETERS)
-        for name in dict.fromkeys(n for k in fills for n in METHODS[m].options_read(k)):
-            readers.setdefault(name, []).append(f"`{m}`")
-    where = {COMMON: "every method", RUN: "the run's only", EXECUTION: "none"}
+    where = {COMMON: "every method", RUN: "the whole run's only", EXECUTION: "none"}
     lines = ["| option | default | what it does | in the `config_hash` of |",
              "| --- | --- | --- | --- |"]
     for o in declared_options().values():
-        if not o.flag:
-            continue
-        if o.type is bool:
-            default = "off"
-        elif o.default is None:
-            default = "-"
-        elif isinstance(o.default, tuple):
-            default = f"`{','.join(map(str, o.default))}`"
-        else:
-            default = f"`{o.default}`"
-        hashed = where.get(o.place) or ", ".join(readers.get(o.name, [])) or "none"
-        lines.append(f"| `{o.flag}` | {default} | {_cell(o.help)} | {hashed} |")
+        if o.flag:
+            help_text = o.help.replace("|", "\\|")
+            lines.append(f"| `{o.flag}` | {_default(o)} | {help_text} | "
+                         f"{where.get(o.place) or _readers(o.name)} |")
     return "\n".join(lines)
 
 
@@ -233,7 +240,7 @@ class RunConfig(OptionValues):
         return ExplainSettings(
             methods=self.methods, target=self.target, fixed_target=self.fixed_target(),
             batch_size=self.batch_size, method_options=self.method_options(),
-            score=self.score, metrics=self.metrics, metric_steps=self.metric_steps,
+            metrics=self.metrics, metric_steps=self.metric_steps,
             pointing_radius=float(self.pointing_radius), insertion_blur=self.insertion_blur,
             incremental=self.incremental)
 
