@@ -4,8 +4,9 @@ from every declaration.
 The methods declare the options they read next to their code
 (:class:`~transforms.options.Option` in ``transforms/``); :func:`pipeline.config.declared_options`
 joins both. ``run_pipeline.py --help`` must not import torch (it would take seconds), so it
-reads the methods' declarations from their source (:func:`source_declarations`) instead of
-importing the method modules; ``tests/test_options.py`` checks that both give the same flags.
+reads the methods' declarations from their source (:func:`source_declarations`, literals
+only, nothing executed) instead of importing the method modules; ``tests/test_options.py``
+checks that both give the same flags.
 This module imports neither Beam nor torch.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import ast
 import builtins
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,24 @@ from transforms.options import (
 )
 
 TRANSFORMS = Path(options_module.__file__).parent
+
+
+def _sources(root: Path, marker: str) -> Iterator[ast.Module]:
+    """The parsed modules below ``root`` whose text holds ``marker``."""
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if marker in text:
+            yield ast.parse(text, str(path))
+
+
+def builtin_methods(root: Path = TRANSFORMS / "methods") -> tuple[str, ...]:
+    """The names registered with ``@register_method("name")`` in ``root``'s modules (sorted),
+    read from the source: the built-in methods, without importing torch."""
+    found = [d.args[0].value for tree in _sources(root, "@register_method(")
+             for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+             for d in node.decorator_list
+             if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "register_method"]
+    return tuple(sorted(found))
 
 
 def _required(value: Any, _) -> str | None:
@@ -141,9 +160,8 @@ JOB_OPTIONS: tuple[Option, ...] = (
            help="insertion starts from the clip blurred with this Gaussian sigma in px "
                 "(RISE's variant); 0: from the mean colour, like deletion's fill"),
     Option("methods", names, ("aosa",), place=RUN, check=_methods,
-           help="comma list of methods: aosa, aosa_sgl, aosa_approx, aosa_sgl_approx, aosa_t, "
-                "aosa_t_sgl, osa, gradcam, gradcam_frame, step, fep, ep, and the references "
-                "random, center",
+           help=f"comma list of methods: {', '.join(builtin_methods())} (random and center are "
+                "references that explain nothing)",
            resolve=lambda v, _: tuple(m.strip() for m in v if m.strip())),
     Option("batch_size", int, 8, "occluded clips per forward batch on the scoring device",
            place=EXECUTION, check=at_least(1)),
@@ -201,32 +219,34 @@ def add_arguments(parser: argparse.ArgumentParser, options: Iterable[Option]) ->
                                 help=o.help)
 
 
-class _Namespace(dict):
-    """A declaration's names: transforms.options's, then the builtins; any other name (a
-    constant of the declaring module, used in a check or as choices) reads as None."""
+_HELP_FIELDS = ("name", "type", "default", "help", "place", "flag", "label")
 
-    def __missing__(self, key: str) -> Any:
-        return getattr(builtins, key, None)
+
+def _value(node: ast.expr) -> Any:
+    """A literal, or a name from transforms.options or the builtins (a type, a place)."""
+    if isinstance(node, ast.Name):
+        found = getattr(options_module, node.id, None)
+        return found if found is not None else getattr(builtins, node.id)
+    return ast.literal_eval(node)
 
 
 def source_declarations(root: Path = TRANSFORMS) -> list[Option]:
     """The options declared in ``root``'s modules (module-level ``NAME = Option(...)``), read
     from the source without importing the modules (and torch with them).
 
-    Only the name, type, default, help, place and flag are meant to be right here: a name the
-    declaration takes from its own module (choices, a check's helper) reads as None.
-    ``tests/test_options.py`` checks these against the imported declarations.
+    Only what ``--help`` shows is read (name, type, default, help, place, flag, label): these
+    must be literals or names from :mod:`transforms.options`; the checks, choices and
+    resolutions are left out. ``tests/test_options.py`` checks the result against the imported
+    declarations.
     """
     found = []
-    for path in sorted(root.rglob("*.py")):
-        text = path.read_text(encoding="utf-8")
-        if "Option(" not in text:
-            continue
-        for node in ast.parse(text, str(path)).body:
+    for tree in _sources(root, "Option("):
+        for node in tree.body:
             call = node.value if isinstance(node, ast.Assign) else None
             if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Option":
-                code = compile(ast.Expression(call), str(path), "eval")
-                found.append(eval(code, {}, _Namespace(vars(options_module))))  # noqa: S307
+                fields = dict(zip(_HELP_FIELDS, call.args[:4], strict=False))
+                fields.update((k.arg, k.value) for k in call.keywords if k.arg in _HELP_FIELDS)
+                found.append(Option(**{k: _value(v) for k, v in fields.items()}))
     return found
 
 

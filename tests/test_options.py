@@ -22,14 +22,21 @@ from pipeline.config import (
     options_table,
     placed,
 )
-from pipeline.flags import help_options
+from pipeline.flags import builtin_methods, help_options
 from pipeline.options import VidxaiOptions, config_from_options
 from pipeline.strict_args import UnknownOptionError, check_known_args
 from tests.test_config_identity import marked_block
 from tests.test_tubes import translating_clip
 from transforms.explain import explain_clip
 from transforms.flow import farneback_flow
-from transforms.methods.base import METHODS, Explanation, Method, MethodOptions, get_method
+from transforms.methods.base import (
+    METHODS,
+    Explanation,
+    Method,
+    MethodOptions,
+    available_methods,
+    get_method,
+)
 from transforms.options import COMMON, Option, at_least
 from transforms.records import ClipData, ClipRef, ClipTubes
 from transforms.tubes import build_tubes
@@ -137,6 +144,10 @@ def test_help_reads_the_declarations_the_run_imports():
     """``--help`` reads the methods' declarations from their source (no torch import)."""
     assert sorted(map(described, help_options())) == sorted(
         map(described, declared_options().values()))
+
+
+def test_the_methods_help_names_the_registered_methods():
+    assert builtin_methods() == tuple(available_methods())
 
 
 def test_help_lists_every_flag_without_importing_torch_or_beam():
