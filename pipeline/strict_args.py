@@ -4,8 +4,10 @@ Beam parses ``argv`` piecemeal: every ``PipelineOptions`` view parses only its o
 :meth:`PipelineOptions.get_all_options` merely logs ``Discarding unparseable args`` (or, with
 ``retain_unknown_options=True`` as ``Pipeline.run`` and the Prism/Dataflow runners use it,
 forwards them as strings). A typo such as ``--strdie 4`` therefore silently runs with the
-default stride. :func:`check_known_args` rebuilds the parser the way ``get_all_options`` does
-and turns every leftover into an :class:`UnknownOptionError`.
+default stride. :func:`check_known_args` collects the flags of every options class through
+the hook Beam itself calls (``_add_argparse_args``, handed a recorder instead of Beam's private
+parser), parses ``argv`` with their names only and turns every leftover into an
+:class:`UnknownOptionError`.
 
 The check knows the flags of every ``PipelineOptions`` subclass imported *at call time*, so
 import the modules that define the application's options (e.g. ``pipeline.options``) first.
