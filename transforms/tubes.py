@@ -26,7 +26,9 @@ Choices (documented in the README):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +43,7 @@ BOX_SIZE = Option("box_size", int, None, check=in_range(1, "size"),
                   resolve=lambda v, c: 2 * STRIDE.resolve(c["stride"], c) if v is None else v)
 
 
-def _check_topk(topk: int, values) -> str | None:
+def _check_topk(topk: int, values: Mapping[str, Any]) -> str | None:
     n = num_anchors(values["size"], values["size"], values["stride"])
     if 0 <= topk < n:
         return None

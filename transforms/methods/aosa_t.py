@@ -72,7 +72,7 @@ T_WINDOW = Option("t_window", int, None, check=in_range(1, "num_frames"),
                   help="AOSA-T: temporal window of the tubes in frames (default: the method's)")
 
 
-def _check_hop(hop: int | None, values) -> str | None:
+def _check_hop(hop: int | None, values: dict) -> str | None:
     if hop is None:
         return None
     if hop < 1:
