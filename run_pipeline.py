@@ -4,7 +4,7 @@
     python run_pipeline.py report --output OUT [--compare OTHER] [...]   (report --help)
     python run_pipeline.py concepts --input CLIPS --concepts DIR --output OUT [...]  (Video-TCAV)
 
-Writes OUT/saliency/, OUT/metrics/, OUT/errors/ (Parquet) and OUT/run.json. See README.md.
+Writes OUT/saliency/, OUT/metrics/, OUT/errors/ (Parquet) and OUT/run.json. See docs/USER_GUIDE.md.
 This file only parses the command line; the job is :func:`pipeline.job.run`, the report
 :func:`pipeline.apps.report.cli.main`.
 """
@@ -24,7 +24,7 @@ EXIT_TEMPFAIL = 75  # another run holds the output (sysexits' EX_TEMPFAIL: try a
 
 USAGE_EPILOG = ("All standard Beam options are accepted too (--runner, --direct_running_mode, "
                 "--direct_num_workers, --setup_file, ...); without --runner the job runs on "
-                "FnApiRunner. Unknown options stop the run. Outputs and columns: README.md. "
+                "FnApiRunner. Unknown options stop the run. Outputs and columns: docs/USER_GUIDE.md. "
                 "'run_pipeline.py report --output OUT' reports on a finished run (report "
                 "--help).")
 
@@ -32,11 +32,11 @@ USAGE_EPILOG = ("All standard Beam options are accepted too (--runner, --direct_
 def print_help() -> None:
     import argparse
 
-    from pipeline.flags import add_arguments  # neither Beam nor torch: --help stays fast
+    from pipeline.flags import add_arguments, help_options  # neither Beam nor torch: fast
 
     parser = argparse.ArgumentParser(prog="run_pipeline.py", description=__doc__.splitlines()[0],
                                      epilog=USAGE_EPILOG)
-    add_arguments(parser)
+    add_arguments(parser, help_options())
     parser.add_argument("--list-models", action="store_true", help="list networks and exit")
     parser.print_help()
 

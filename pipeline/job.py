@@ -10,7 +10,6 @@ tables and writes ``run.json``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import re
@@ -147,7 +146,7 @@ def prepare(argv: list[str]) -> tuple[PipelineOptions, RunConfig, list[str] | No
         resolve_device(cfg.device)  # the workers are this machine: a missing GPU fails now
     check_storage(cfg)
     handler = cfg.handler()
-    cfg = dataclasses.replace(cfg, weights_sha256=handler.validate())
+    cfg = cfg.replace(weights_sha256=handler.validate())
     cfg = stage_weights(cfg, runs_locally(options))
     names = handler.class_names()
     cfg.fixed_target(names)
@@ -188,12 +187,12 @@ def stage_weights(cfg: RunConfig, local_workers: bool) -> RunConfig:
         return cfg
     local = spec.weights_file(None if cfg.cache_dir is None else Path(cfg.cache_dir))
     if local_workers and not is_remote(cfg.output):
-        return dataclasses.replace(cfg, weights_uri=str(local))
+        return cfg.replace(weights_uri=str(local))
     uri = FileSystems.join(cfg.output, STAGING, "weights", str(cfg.weights_sha256), local.name)
     if not FileSystems.exists(uri):
         with open(local, "rb") as src:
             write_atomic(uri, src.read())
-    return dataclasses.replace(cfg, weights_uri=uri)
+    return cfg.replace(weights_uri=uri)
 
 
 def new_run_id() -> str:
@@ -315,7 +314,7 @@ def _run_locked(argv, test_pipeline, options, cfg: RunConfig, names, items, out:
     duplicates = duplicate_identities(out)
     info = {
         "run_id": run_id, "started": started, "seconds": round(time.perf_counter() - t0, 3),
-        "argv": list(argv or []), "config": dataclasses.asdict(cfg),
+        "argv": list(argv or []), "config": cfg.as_dict(),
         "config_hash": cfg.config_hash(), "config_hashes": hashes,
         "weights_sha256": cfg.weights_sha256, "versions": versions(),
         "runner": options.get_all_options().get("runner"),

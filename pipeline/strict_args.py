@@ -4,8 +4,10 @@ Beam parses ``argv`` piecemeal: every ``PipelineOptions`` view parses only its o
 :meth:`PipelineOptions.get_all_options` merely logs ``Discarding unparseable args`` (or, with
 ``retain_unknown_options=True`` as ``Pipeline.run`` and the Prism/Dataflow runners use it,
 forwards them as strings). A typo such as ``--strdie 4`` therefore silently runs with the
-default stride. :func:`check_known_args` rebuilds the parser the way ``get_all_options`` does
-and turns every leftover into an :class:`UnknownOptionError`.
+default stride. :func:`check_known_args` collects the flags of every options class through
+the hook Beam itself calls (``_add_argparse_args``, handed a recorder instead of Beam's private
+parser), parses ``argv`` with their names only and turns every leftover into an
+:class:`UnknownOptionError`.
 
 The check knows the flags of every ``PipelineOptions`` subclass imported *at call time*, so
 import the modules that define the application's options (e.g. ``pipeline.options``) first.
@@ -20,7 +22,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import PipelineOptions
 
 log = logging.getLogger(__name__)
 
@@ -104,34 +106,67 @@ def _import_runner_options(runner: str | None) -> None:
             log.debug("cannot import %s for --runner=%s: %s", module, runner, exc)
 
 
-def _beam_parser() -> argparse.ArgumentParser:
-    """All flags of every imported ``PipelineOptions`` subclass, as ``get_all_options`` does.
+# argparse actions that take no value (Beam's options use these and their own Action classes).
+_NO_VALUE = {"store_true", "store_false", "store_const", "append_const", "count", "help",
+             "version"}
+
+
+class _Recorder:
+    """Stands in for Beam's parser and records each flag an options class declares, with its
+    arity (``add_argument`` and Beam's ``add_value_provider_argument`` share the signature):
+    no argparse or Beam internals are read."""
+
+    def __init__(self) -> None:
+        self.flags: dict[tuple[str, ...], int | str | None] = {}
+
+    def add_argument(self, *names: str, **kwargs) -> None:
+        action = kwargs.get("action")
+        if action is argparse.BooleanOptionalAction:
+            names += tuple("--no-" + n[2:] for n in names if n.startswith("--"))
+            nargs = 0
+        elif isinstance(action, str) and action in _NO_VALUE:
+            nargs = 0
+        else:
+            nargs = kwargs.get("nargs")
+        self.flags[names] = nargs  # a flag defined twice: the later definition wins
+
+    add_value_provider_argument = add_argument
+
+    def add_argument_group(self, *args, **kwargs) -> _Recorder:
+        return self
+
+    add_mutually_exclusive_group = add_argument_group
+
+
+def _beam_flags() -> dict[tuple[str, ...], int | str | None]:
+    """All flags (with their arity) of every imported ``PipelineOptions`` subclass, as
+    ``get_all_options`` collects them.
 
     Unlike Beam, subclasses of subclasses count too (``view_as`` honours them), and a flag
     defined twice replaces the earlier definition instead of raising.
     """
-    parser = _BeamArgumentParser(allow_abbrev=False, conflict_handler="resolve")
+    recorder = _Recorder()
     for cls in _subclasses(PipelineOptions):
         if "_add_argparse_args" in cls.__dict__:
-            cls._add_argparse_args(parser)
-    return parser
+            cls._add_argparse_args(recorder)  # Beam's hook for declaring options
+    return recorder.flags
 
 
-def _names_parser(beam: argparse.ArgumentParser, extra_flags: Iterable[str]) -> _Parser:
-    """A parser with ``beam``'s flag names and arities only.
+def _names_parser(flags: dict[tuple[str, ...], int | str | None],
+                  extra_flags: Iterable[str]) -> _Parser:
+    """A parser with the flag names and arities only.
 
     No types, choices, required flags or custom actions: the check is about names, so a bad
     value, a missing ``--input`` or ``--help`` is left for the real parse.
     """
     parser = _Parser(add_help=False, allow_abbrev=False, conflict_handler="resolve")
-    for action in beam._actions:
-        if action.nargs == 0:
-            parser.add_argument(*action.option_strings, dest=action.dest,
-                                action="store_const", const=True, default=None)
-        elif action.option_strings:
-            parser.add_argument(*action.option_strings, dest=action.dest, nargs=action.nargs)
-        else:  # a positional ValueProvider argument
-            parser.add_argument(action.dest, nargs=action.nargs)
+    for names, nargs in flags.items():
+        if not names[0].startswith("-"):  # a positional ValueProvider argument
+            parser.add_argument(names[0], nargs=nargs)
+        elif nargs == 0:
+            parser.add_argument(*names, action="store_const", const=True, default=None)
+        else:
+            parser.add_argument(*names, nargs=nargs)
     for flag in extra_flags:
         parser.add_argument(flag, nargs="?")
     return parser
@@ -169,10 +204,10 @@ def check_known_args(argv: Sequence[str], *, extra_flags: Iterable[str] = ()) ->
             mean --stride?)``, the suggestion omitted when nothing is close), the first
             leftover positional (``unexpected argument X``), or argv argparse cannot split.
     """
-    argv = list(argv)
+    argv, extra_flags = list(argv), list(extra_flags)
     _import_runner_options(_runner_name(argv))
-    beam = _beam_parser()
-    parser = _names_parser(beam, extra_flags)
+    flags = _beam_flags()
+    parser = _names_parser(flags, extra_flags)
     try:
         _, leftovers = parser.parse_known_args(argv)
     except _ParseError as exc:
@@ -184,7 +219,7 @@ def check_known_args(argv: Sequence[str], *, extra_flags: Iterable[str] = ()) ->
     arg = leftovers[0]
     if _looks_like_flag(arg):
         flag = arg.split("=", 1)[0]
-        known = [s for a in parser._actions for s in a.option_strings]
+        known = [n for names in flags for n in names] + list(extra_flags)
         hint = _suggestion(flag, known)
         raise UnknownOptionError(
             f"unknown option {flag}" + (f" (did you mean {hint}?)" if hint else ""))

@@ -125,7 +125,7 @@ def test_tubes_gone_before_the_window_are_partners_of_last_resort():
 def test_whole_clip_window_is_aosa_bit_for_bit(moving_tubes, pair, aggregation, window):
     model = TimeRegionModel(slice(0, T))
     got, e1 = run(pair[0], model, clip(), moving_tubes, 5, aggregation=aggregation,
-                  window=window)
+                  t_window=window)
     want, e2 = run(pair[1], model, clip(), moving_tubes, 5, aggregation=aggregation)
     assert np.array_equal(got, want)
     assert e1.passes.forward == e2.passes.forward == moving_tubes.num_masks + 1
@@ -161,7 +161,7 @@ def test_matches_a_dense_reference_and_counts_passes(moving_tubes, method, windo
     def score(v: np.ndarray) -> float:
         return torch.softmax(model(torch.from_numpy(v).float()[None]), 1)[0, 0].item()
 
-    got, engine = run(method, model, x, moving_tubes, 7, window=window, hop=hop)
+    got, engine = run(method, model, x, moving_tubes, 7, t_window=window, t_hop=hop)
     windows = temporal_windows(T, window, hop)
     want = dense_reference(x.numpy(), moving_tubes, windows, score, method == "aosa_t")
     np.testing.assert_allclose(got, want, atol=1e-6)
@@ -175,8 +175,8 @@ def test_batch_size_does_not_change_the_map(moving_tubes, batch_size):
     torch.manual_seed(0)
     net = TinyVideoNet(4)
     x = torch.randn(3, T, H, W, generator=torch.Generator().manual_seed(1))
-    ref, _ = run("aosa_t", net, x, moving_tubes, 8, target=2, window=4, hop=2)
-    got, _ = run("aosa_t", net, x, moving_tubes, batch_size, target=2, window=4, hop=2)
+    ref, _ = run("aosa_t", net, x, moving_tubes, 8, target=2, t_window=4, t_hop=2)
+    got, _ = run("aosa_t", net, x, moving_tubes, batch_size, target=2, t_window=4, t_hop=2)
     np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
 
 

@@ -11,8 +11,7 @@ from transforms.explain import ExplainSettings, choose_target
 
 
 def cfg(**kw) -> RunConfig:
-    return dataclasses.replace(RunConfig(input="in", output="out", **kw).resolve(),
-                               weights_sha256="0" * 64)
+    return RunConfig(input="in", output="out", **kw).resolve().replace(weights_sha256="0" * 64)
 
 
 def test_defaults_scale_the_paper_setting_with_the_input_size():
@@ -46,34 +45,34 @@ def test_choose_target_per_clip():
 
 def test_config_hash_tracks_results_not_execution():
     base = cfg(model="tiny")
-    assert base.config_hash() == dataclasses.replace(base, batch_size=64, output="x",
+    assert base.config_hash() == base.replace(batch_size=64, output="x",
                                                      device="cpu").config_hash()
-    assert base.config_hash() != dataclasses.replace(base, stride=4).config_hash()
-    assert base.config_hash() != dataclasses.replace(base, aggregation="paper").config_hash()
-    assert base.config_hash() != dataclasses.replace(base, score="logit").config_hash()
-    assert base.config_hash() != dataclasses.replace(base, fill="blur").config_hash()
+    assert base.config_hash() != base.replace(stride=4).config_hash()
+    assert base.config_hash() != base.replace(aggregation="paper").config_hash()
+    assert base.config_hash() != base.replace(score="logit").config_hash()
+    assert base.config_hash() != base.replace(fill="blur").config_hash()
     # The weights enter by content: another SHA-256 is another configuration, a renamed copy
     # of the same file is not.
-    assert base.config_hash() != dataclasses.replace(base, weights_sha256="1" * 64).config_hash()
-    assert base.config_hash() == dataclasses.replace(base, checkpoint="/x/renamed.pt").config_hash()
+    assert base.config_hash() != base.replace(weights_sha256="1" * 64).config_hash()
+    assert base.config_hash() == base.replace(checkpoint="/x/renamed.pt").config_hash()
     # A fill parameter only matters for the fill that uses it.
-    assert base.config_hash() == dataclasses.replace(base, fill_window=3).config_hash()
+    assert base.config_hash() == base.replace(fill_window=3).config_hash()
 
 
 def test_each_method_hash_leaves_out_what_only_other_methods_use():
     base = cfg(model="tiny", methods=("aosa", "aosa_t", "step"))
-    other = dataclasses.replace(base, t_window=4, ep_iterations=7, methods=("aosa",))
+    other = base.replace(t_window=4, ep_iterations=7, methods=("aosa",))
     # aosa's maps do not depend on AOSA-T's window, STEP's iterations or the method list ...
     assert base.config_hash("aosa") == other.config_hash("aosa")
-    assert base.config_hash("aosa") == dataclasses.replace(
-        base, saliency_dtype="uint8", clips_per_file=3, recompute=True).config_hash("aosa")
+    assert base.config_hash("aosa") == base.replace(
+        saliency_dtype="uint8", clips_per_file=3, recompute=True).config_hash("aosa")
     # ... but those of the methods that use them do, and so does a shared option; a tube
     # option changes the tube methods' hashes only (tests/test_config_identity.py: all).
     assert base.config_hash("aosa_t") != other.config_hash("aosa_t")
     assert base.config_hash("step") != other.config_hash("step")
     for m in base.methods:
-        assert base.config_hash(m) != dataclasses.replace(base, precision="bf16").config_hash(m)
-        assert ((base.config_hash(m) != dataclasses.replace(base, stride=4).config_hash(m))
+        assert base.config_hash(m) != base.replace(precision="bf16").config_hash(m)
+        assert ((base.config_hash(m) != base.replace(stride=4).config_hash(m))
                 == (m != "step"))
     assert base.config_hashes() == {m: base.config_hash(m) for m in base.methods}
     # The run's own hash still names the whole run, method list included.
@@ -84,7 +83,7 @@ def test_thread_budget_shares_the_cores_between_workers(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     base = cfg(model="tiny")
     assert base.thread_budget() == 0  # one worker: the libraries' own default
-    assert dataclasses.replace(base, workers=2).thread_budget() == 4
-    assert dataclasses.replace(base, workers=16).thread_budget() == 1
-    assert dataclasses.replace(base, workers=2, threads=3).thread_budget() == 3
-    assert dataclasses.replace(base, workers=2).handler().threads == 4
+    assert base.replace(workers=2).thread_budget() == 4
+    assert base.replace(workers=16).thread_budget() == 1
+    assert base.replace(workers=2, threads=3).thread_budget() == 3
+    assert base.replace(workers=2).handler().threads == 4

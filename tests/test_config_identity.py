@@ -1,7 +1,7 @@
 """Per-method configuration identity: each method's ``config_hash`` covers the common options
 and exactly the options the method reads (``Method.reads``), checked against the maps.
 
-Every RunConfig option is enumerated (a new field fails these tests until it is classified and
+Every declared option is enumerated (a new field fails these tests until it is classified and
 given a second value here). The map test runs every method on one small clip with the tiny
 network through :func:`transforms.explain.explain_clip` (the pipeline's per-clip function),
 tubes built from the clip's Farneback flow with the configuration's ``stride`` / ``box_size`` /
@@ -11,7 +11,6 @@ if the method declares it, and its hash changes exactly then.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -20,27 +19,28 @@ import pytest
 import torch
 
 from pipeline.config import (
-    COMMON,
-    EXECUTION_ONLY,
-    RUN_ONLY,
     RunConfig,
+    declared_options,
     hash_options,
     identity_table,
     method_options,
-    option_name,
+    placed,
 )
+from pipeline.strict_args import check_known_args
 from tests.test_tubes import translating_clip
 from transforms.explain import explain_clip
 from transforms.flow import farneback_flow
 from transforms.methods.base import FILL_PARAMETERS, METHODS, available_methods, get_method
+from transforms.options import COMMON, EXECUTION, RUN
 from transforms.records import ClipData, ClipRef, ClipTubes
 from transforms.scoring import Scorer
 from transforms.tubes import build_tubes
 
-USER_GUIDE = Path(__file__).resolve().parents[1] / "docs" / "USER_GUIDE.md"
-FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = tuple(declared_options())
 METHOD_NAMES = tuple(available_methods())
-FILL_PARAMS = tuple(p for params in FILL_PARAMETERS.values() for p in params)
+FILL_PARAMS = tuple(p.name for params in FILL_PARAMETERS.values() for p in params)
+COMMON_NAMES, RUN_NAMES = placed(COMMON), placed(RUN)
 
 # A small valid configuration; the defaults derived from others (box size, fill parameters)
 # are given so that changing one option changes nothing else.
@@ -70,7 +70,7 @@ OTHER = {
 def config(**changes) -> RunConfig:
     """The resolved base configuration with ``changes`` (validated as a run would be)."""
     cfg = RunConfig(**{**BASE, **changes}).resolve()
-    return dataclasses.replace(cfg, weights_sha256=changes.get("weights_sha256", "0" * 64))
+    return cfg.replace(weights_sha256=changes.get("weights_sha256", "0" * 64))
 
 
 def cases() -> list[tuple[str, str | None]]:
@@ -84,17 +84,12 @@ def reads(method: str, fill: str | None) -> tuple[str, ...]:
 
 
 def test_every_option_is_classified_once():
-    groups = {"COMMON": COMMON, "EXECUTION_ONLY": EXECUTION_ONLY, "RUN_ONLY": RUN_ONLY,
-              "read by a method": method_options()}
-    seen: dict[str, list[str]] = {}
-    for group, names in groups.items():
-        for name in names:
-            seen.setdefault(name, []).append(group)
-    assert {n: g for n, g in seen.items() if len(g) > 1} == {}
-    assert set(seen) == set(FIELDS), "every RunConfig field needs one place"
+    groups = (COMMON_NAMES, placed(EXECUTION), RUN_NAMES, method_options())
+    assert sorted(n for names in groups for n in names) == sorted(FIELDS)
     assert set(OTHER) == set(FIELDS), "every option needs a second value in OTHER"
-    for m in METHOD_NAMES:  # declarations name real options
-        assert set(METHODS[m].reads) <= set(FIELDS) - set(COMMON), m
+    for m in METHOD_NAMES:  # what a method reads is a method option
+        for fill in (None, *FILL_PARAMETERS):
+            assert set(reads(m, fill)) <= set(method_options()), (m, fill)
 
 
 def test_an_option_changes_exactly_the_hashes_of_the_methods_that_read_it():
@@ -104,10 +99,10 @@ def test_an_option_changes_exactly_the_hashes_of_the_methods_that_read_it():
         other = config(**{"fill": fill, option: OTHER[option]})
         for m in METHOD_NAMES:
             changed = base.config_hash(m) != other.config_hash(m)
-            expected = option in COMMON or option in reads(m, fill)
+            expected = option in COMMON_NAMES or option in reads(m, fill)
             if changed != expected:
                 wrong.append((option, fill, m, changed))
-        read_by_run = option in COMMON + RUN_ONLY or any(option in reads(m, fill)
+        read_by_run = option in COMMON_NAMES + RUN_NAMES or any(option in reads(m, fill)
                                                          for m in METHOD_NAMES)
         if (base.config_hash() != other.config_hash()) != read_by_run:
             wrong.append((option, fill, "(run)", not read_by_run))
@@ -131,7 +126,7 @@ class Undeclared:
 
 def test_a_method_that_declares_nothing_is_hashed_on_every_method_option(monkeypatch):
     monkeypatch.setitem(METHODS, "undeclared", Undeclared)
-    assert hash_options("undeclared") == COMMON + method_options()
+    assert hash_options("undeclared") == COMMON_NAMES + method_options()
     base = config(methods=("aosa", "undeclared"))
     for option in ("t_window", "layer", "stride", "fep_keep"):
         other = config(methods=("aosa", "undeclared"), **{option: OTHER[option]})
@@ -180,7 +175,7 @@ def one_thread():
 def test_an_option_changes_a_map_if_and_only_if_the_method_declares_it(option, fill,
                                                                      one_thread):
     base = config(**{"fill": fill, **MAP_BASE.get(option, {})})
-    other = dataclasses.replace(base, **{option: OTHER[option]}).resolve()
+    other = base.replace(**{option: OTHER[option]}).resolve()
     wrong = []
     for m in METHOD_NAMES:
         a, b = explain_map(base, m), explain_map(other, m)
@@ -198,25 +193,32 @@ def test_an_option_changes_a_map_if_and_only_if_the_method_declares_it(option, f
 
 # --- The user guide ---------------------------------------------------------------------------
 
-START, END = "<!-- config-hash-table -->", "<!-- /config-hash-table -->"
+
+def marked_block(start: str, end: str) -> str | None:
+    """The text between the markers in whichever of README.md and docs/*.md holds them (None:
+    no file does); a second file with the same markers must hold the same text."""
+    blocks = {}
+    for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        text = path.read_text(encoding="utf-8")
+        if start in text and end in text:
+            blocks[path.name] = text[text.index(start) + len(start):text.index(end)].strip()
+    assert len(set(blocks.values())) <= 1, f"{start} blocks differ between {sorted(blocks)}"
+    return next(iter(blocks.values()), None)
 
 
-def test_the_user_guide_states_what_enters_each_hash():
-    text = USER_GUIDE.read_text()
-    assert START in text and END in text
-    block = text[text.index(START) + len(START):text.index(END)].strip()
+def test_the_docs_state_what_enters_each_hash():
+    block = marked_block("<!-- config-hash-table -->", "<!-- /config-hash-table -->")
+    assert block is not None, "README.md or a docs/*.md file needs the config-hash-table markers"
     assert block == identity_table(), (
-        "docs/USER_GUIDE.md's config_hash table is stale: replace the block between the "
-        "markers with the output of python -c 'from pipeline.config import identity_table; "
+        "the config_hash table is stale: replace the block between the markers with "
+        "the output of python -c 'from pipeline.config import identity_table; "
         "print(identity_table())'")
 
 
 def test_the_table_names_real_flags():
-    from pipeline.options import VidxaiOptions
-
-    parser = argparse.ArgumentParser()
-    VidxaiOptions._add_argparse_args(parser)
-    flags = {s for action in parser._actions for s in action.option_strings}
-    named = {option_name(f) for f in (*COMMON, *method_options())}
-    assert {n for n in named if n.startswith("--")} <= flags
-    assert {n for n in named if not n.startswith("--")} == {option_name("weights_sha256")}
+    options = declared_options()
+    for name in (*COMMON_NAMES, *method_options()):
+        option = options[name]
+        if option.flag:  # the real parser (Beam's and vidxai's flags) knows it
+            check_known_args([option.flag] + ([] if option.type is bool else ["1"]))
+    assert [n for n in COMMON_NAMES if not options[n].flag] == ["weights_sha256"]

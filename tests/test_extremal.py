@@ -256,18 +256,8 @@ def test_smoothness_and_modulation_lower_the_total_variation():
 # --- The methods ----------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class WiredOptions(MethodOptions):
-    """MethodOptions with the fields the methods read through getattr (wired by the lead)."""
-
-    ep_iterations: int | None = None
-    ep_areas: tuple[float, ...] | None = None
-    fep_keep: float | None = None
-    ep_blur_sigma: float | None = None
-
-
-def options(**kw) -> WiredOptions:
-    return WiredOptions(**kw)
+def options(**kw) -> MethodOptions:
+    return MethodOptions(**kw)
 
 
 def test_methods_are_registered():
@@ -319,8 +309,6 @@ def test_fill_defaults_to_the_reference_blur_scaled_to_the_clip():
     engine = engine_for(BoxNet())
     fill = METHODS["step"](options()).fill(engine)
     torch.testing.assert_close(fill, engine.fill("blur", sigma=20.0 * H / 112))
-    fill = METHODS["step"](options(ep_blur_sigma=2.0)).fill(engine)
-    torch.testing.assert_close(fill, engine.fill("blur", sigma=2.0))
     assert METHODS["fep"](options(fill="mean")).fill(engine) == 0.0  # --fill wins
     explicit = METHODS["ep"](options(fill="blur", fill_sigma=1.5)).fill(engine)
     torch.testing.assert_close(explicit, engine.fill("blur", sigma=1.5))

@@ -7,7 +7,6 @@ incremental path with full forwards.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import pytest
@@ -267,8 +266,8 @@ def test_option_reaches_the_engine_and_leaves_the_hash_alone():
     options = VidxaiOptions(["--input", "in", "--output", "out", "--incremental"])
     cfg = config_from_options(options)
     assert cfg.incremental and cfg.explain_settings().incremental
-    cfg = dataclasses.replace(cfg, weights_sha256="0" * 64)
-    assert cfg.config_hash() == dataclasses.replace(cfg, incremental=False).config_hash()
+    cfg = cfg.replace(weights_sha256="0" * 64)
+    assert cfg.config_hash() == cfg.replace(incremental=False).config_hash()
     assert not RunConfig(input="in", output="out").incremental
 
 

@@ -25,13 +25,13 @@ from transforms.temporal import above_median_share, mass_in_range, temporal_poin
 
 @dataclass(frozen=True)
 class ExplainSettings:
-    """What the scoring stage needs besides the network (README: options).
+    """What the scoring stage needs besides the network (the options table: README.md).
 
     Attributes:
         methods: method names, in output order.
         target: ``predicted`` | ``label`` | ``fixed`` (with ``fixed_target``).
-        score: what the methods measure: ``prob`` (the paper's f) or ``logit``. The metrics
-            always measure the probability.
+        method_options: the methods' options; its ``score`` (``prob``, the paper's f, or
+            ``logit``) is what the engine measures. The metrics always measure the probability.
         insertion_blur: > 0: insertion starts from a Gaussian blur (sigma px) of the clip.
         incremental: the engine scores occluded clips by incremental inference (equal maps).
         incremental_keep: with ``incremental``, the approximate mode's projective-field
@@ -43,7 +43,6 @@ class ExplainSettings:
     fixed_target: int | None
     batch_size: int
     method_options: MethodOptions = field(default_factory=MethodOptions)
-    score: str = "prob"
     metrics: bool = True
     metric_steps: int = 28
     pointing_radius: float = 7.0
@@ -91,8 +90,9 @@ def explain_clip(scorer: Scorer, item: ClipTubes, methods: list[Method],
     predicted = int(probs.argmax())
     label = item.clip.ref.label
     target, source = choose_target(settings, label, predicted, num_classes)
-    engine = PerturbationEngine(scorer, x, target, settings.score, settings.batch_size,
-                                clean_logits=logits, incremental=settings.incremental,
+    engine = PerturbationEngine(scorer, x, target, settings.method_options.score,
+                                settings.batch_size, clean_logits=logits,
+                                incremental=settings.incremental,
                                 incremental_keep=settings.incremental_keep)
 
     def cls(i: int) -> ClassScore:

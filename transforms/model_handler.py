@@ -67,7 +67,7 @@ def read_bytes(uri: str, what: str) -> bytes:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network, with which preprocessing and weights (README: model options).
+    """Which network, with which preprocessing and weights (the options table: README.md).
 
     Attributes:
         model: a registered name, or ``package.module:callable`` (a user's factory).

@@ -26,12 +26,32 @@ Choices (docs/METHODS.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from transforms.deadletter import DeadLetterFn
 from transforms.flow import FlowParams, farneback_flow
+from transforms.options import Option, in_range
 from transforms.records import ClipFlow, ClipTubes, Tubes
+
+STRIDE = Option("stride", int, None, check=in_range(1, "size"),
+                help="anchor spacing s in px (default: size/14, i.e. N = 196 as in the paper)",
+                resolve=lambda v, c: max(1, c["size"] // 14) if v is None else v)
+BOX_SIZE = Option("box_size", int, None, check=in_range(1, "size"),
+                  help="occlusion box side h = w in px (default: 2 × stride)",
+                  resolve=lambda v, c: 2 * STRIDE.resolve(c["stride"], c) if v is None else v)
+
+
+def _check_topk(topk: int, values: Mapping[str, Any]) -> str | None:
+    n = num_anchors(values["size"], values["size"], values["stride"])
+    if 0 <= topk < n:
+        return None
+    return f"must be in [0, {n - 1}] ({n} masks at stride {values['stride']}), got {topk}"
+
+
+TOPK = Option("topk", int, 3, "K co-occurring masks integrated with each mask", check=_check_topk)
 
 
 def anchor_grid(height: int, width: int, stride: int) -> np.ndarray:

@@ -91,13 +91,9 @@ def resolve_layers(handler: VideoModelHandler, wanted: Sequence[str], num_frames
 def reject_explanation_flags(argv: Sequence[str]) -> None:
     """The explanation job's own flags (``--stride``, ``--methods``, ...) would pass Beam's
     check silently and do nothing here: refuse them in one line."""
-    import argparse
+    from pipeline.config import declared_options
 
-    from pipeline.options import VidxaiOptions
-
-    ap = argparse.ArgumentParser(add_help=False)
-    VidxaiOptions._add_argparse_args(ap)
-    theirs = {o for a in ap._actions for o in a.option_strings}
+    theirs = {o.flag for o in declared_options().values() if o.flag}
     for arg in argv:
         flag = arg.split("=", 1)[0]
         if flag in theirs:

@@ -43,11 +43,19 @@ from transforms.masks import (
     tube_mask_batches,
     union_box_areas,
 )
-from transforms.methods.base import Explanation, Method, register_method
-from transforms.perturbation import PerturbationEngine, mean_drop_map
-from transforms.tubes import Tubes
+from transforms.methods.base import FILL, SCORE, Explanation, Method, register_method
+from transforms.options import Option
+from transforms.perturbation import (
+    PerturbationEngine,
+    mean_drop_map,
+)
+from transforms.tubes import BOX_SIZE, STRIDE, TOPK, Tubes
 
-AGGREGATIONS = ("mean", "paper", "reference")
+AGGREGATION = Option(
+    "aggregation", str, "mean", choices=("mean", "paper", "reference"),
+    help="AOSA map: mean (score drop averaged over covering masks) | paper (Eq. 2) | reference "
+         "(the authors' code)")
+AGGREGATIONS = AGGREGATION.choices
 
 BOX_CHUNK = 1024
 """Masks handled at once by the box sums (bounds their temporaries: ~1 MB per 1024 masks, T = 16,
@@ -222,7 +230,7 @@ class AOSA(TubeMethod):
 
     name = "aosa"
     integrate = True
-    reads = ("stride", "box_size", "topk", "aggregation", "fill", "score")
+    reads = (STRIDE, BOX_SIZE, TOPK, AGGREGATION, FILL, SCORE)
 
 
 @register_method("aosa_sgl")
@@ -231,4 +239,4 @@ class AOSASingle(TubeMethod):
 
     name = "aosa_sgl"
     integrate = False
-    reads = ("stride", "box_size", "aggregation", "fill", "score")  # no partners: no --topk
+    reads = (STRIDE, BOX_SIZE, AGGREGATION, FILL, SCORE)  # no partners: no --topk

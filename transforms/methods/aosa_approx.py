@@ -99,9 +99,15 @@ from transforms.masks import (
     tube_mask_batches,
     union_box_sums,
 )
-from transforms.methods.aosa import BOX_CHUNK, TubeMethod
-from transforms.methods.base import register_method
+from transforms.methods.aosa import AGGREGATION, BOX_CHUNK, TubeMethod
+from transforms.methods.base import FILL, SCORE, register_method
+from transforms.options import Option
 from transforms.perturbation import PerturbationEngine, occlude
+from transforms.tubes import BOX_SIZE, STRIDE, TOPK
+
+APPROX_ADJUST = Option(
+    "approx_adjust", bool, True,
+    "AOSA-approx without the derivative adjustment of outlying estimates (§3.5.3)")
 
 TUKEY_K = 1.5
 """Fence multiplier of the outlier rule (§3.5.3: 1.5 × IQR)."""
@@ -334,7 +340,7 @@ class AOSAApprox(_TubeTaylor):
 
     name = "aosa_approx"
     integrate = True
-    reads = ("stride", "box_size", "topk", "aggregation", "fill", "score", "approx_adjust")
+    reads = (STRIDE, BOX_SIZE, TOPK, AGGREGATION, FILL, SCORE, APPROX_ADJUST)
 
 
 @register_method("aosa_sgl_approx")
@@ -343,4 +349,4 @@ class AOSASingleApprox(_TubeTaylor):
 
     name = "aosa_sgl_approx"
     integrate = False
-    reads = ("stride", "box_size", "aggregation", "fill", "score", "approx_adjust")
+    reads = (STRIDE, BOX_SIZE, AGGREGATION, FILL, SCORE, APPROX_ADJUST)

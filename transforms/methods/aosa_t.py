@@ -53,9 +53,36 @@ import math
 
 import numpy as np
 
-from transforms.methods.aosa import TubeMethod
-from transforms.methods.base import register_method
-from transforms.tubes import Tubes, cooccurrence, displacement_vectors, top_k_partners
+from transforms.methods.aosa import AGGREGATION, TubeMethod
+from transforms.methods.base import FILL, SCORE, register_method
+from transforms.options import Option, in_range
+from transforms.tubes import (
+    BOX_SIZE,
+    STRIDE,
+    TOPK,
+    Tubes,
+    cooccurrence,
+    displacement_vectors,
+    top_k_partners,
+)
+
+T_WINDOW = Option("t_window", int, None, check=in_range(1, "num_frames"),
+                  help="AOSA-T: temporal window of the tubes in frames (default: the method's)")
+
+
+def _check_hop(hop: int | None, values: dict) -> str | None:
+    if hop is None:
+        return None
+    if hop < 1:
+        return f"must be >= 1, got {hop}"
+    window = values["t_window"]
+    if window is not None and hop > window:
+        return f"{hop} > --t-window {window} would leave frames that no window occludes"
+    return None
+
+
+T_HOP = Option("t_hop", int, None, check=_check_hop,
+               help="AOSA-T: hop between windows in frames (default: the method's)")
 
 ABSENT = -2.0  # co-occurrence given to partners that occlude nothing in the window
 
@@ -168,7 +195,7 @@ class _WindowedTubeOcclusion(TubeMethod):
 
     def windows(self, num_frames: int) -> list[tuple[int, int]]:
         """This method's windows for a T-frame clip (``window`` / ``hop`` options)."""
-        return temporal_windows(num_frames, self.options.window, self.options.hop)
+        return temporal_windows(num_frames, self.options.t_window, self.options.t_hop)
 
     def mask_set(self, tubes: Tubes, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
         return windowed_masks(tubes, self.windows(num_frames), self.integrate)
@@ -180,7 +207,7 @@ class AOSAT(_WindowedTubeOcclusion):
 
     name = "aosa_t"
     integrate = True
-    reads = ("stride", "box_size", "topk", "aggregation", "fill", "score", "t_window", "t_hop")
+    reads = (STRIDE, BOX_SIZE, TOPK, AGGREGATION, FILL, SCORE, T_WINDOW, T_HOP)
 
 
 @register_method("aosa_t_sgl")
@@ -189,4 +216,4 @@ class AOSATSingle(_WindowedTubeOcclusion):
 
     name = "aosa_t_sgl"
     integrate = False
-    reads = ("stride", "box_size", "aggregation", "fill", "score", "t_window", "t_hop")
+    reads = (STRIDE, BOX_SIZE, AGGREGATION, FILL, SCORE, T_WINDOW, T_HOP)

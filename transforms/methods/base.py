@@ -8,8 +8,9 @@ only through the engine, which batches forwards, offers the gradient path
 (:meth:`~transforms.perturbation.PerturbationEngine.score_with_grad`) and counts every pass, so
 gradient methods (Grad-CAM, AOSA-approx, STEP, F-EP) fit the same call shape.
 
-Options that change a method's result live in one frozen :class:`MethodOptions`, built once from
-the run configuration and given to every method's constructor.
+A method declares the options it reads (:class:`~transforms.options.Option`) next to its code
+and lists them in ``reads``; it reads their values as ``self.options.<name>``
+(:class:`MethodOptions`, built once from the run configuration).
 """
 
 from __future__ import annotations
@@ -20,51 +21,69 @@ from dataclasses import dataclass
 
 import torch
 
-from transforms.perturbation import PerturbationEngine
+from transforms.options import Option, OptionValues, in_range
+from transforms.perturbation import FILLS, SCORES, PerturbationEngine
 from transforms.tubes import Tubes
 
+FILL = Option("fill", str, None, choices=FILLS, help=(
+    "occlusion fill for every method: mean (dataset-mean colour) | blur | local_mean (mean of "
+    "a patch around each voxel, conditional sampling); default: each method's own (mean; "
+    "AOSA-approx: local_mean)"))
+FILL_SIGMA = Option(
+    "fill_sigma", float, None, "blur fill: Gaussian sigma in px (default: 5 px at 112 px, scaled)",
+    check=lambda v, _: None if v > 0 else f"must be > 0, got {v}",
+    resolve=lambda v, c: 5.0 * c["size"] / 112 if v is None else v)
+FILL_WINDOW = Option(
+    "fill_window", int, None,
+    "local_mean fill: patch side in px (default: 36 px at 112 px, scaled)",
+    check=in_range(1, "size"),
+    resolve=lambda v, c: max(1, round(36 * c["size"] / 112)) if v is None else v)
+SCORE = Option("score", str, "prob", choices=SCORES,
+               help="what methods measure: prob (softmax probability of the target, the "
+                    "paper's f) | logit")
 
-@dataclass(frozen=True)
-class MethodOptions:
-    """Method settings (README: options).
+FILL_PARAMETERS: dict[str, tuple[Option, ...]] = {"blur": (FILL_SIGMA,),
+                                                  "local_mean": (FILL_WINDOW,)}
+"""The options each fill reads besides ``--fill`` itself."""
 
-    Attributes:
-        aggregation: how AOSA turns mask scores into a map (``mean`` | ``paper``).
-        fill: occlusion fill (``mean`` | ``blur`` | ``local_mean``; see
-            :mod:`transforms.perturbation`), or None for each method's own default
-            (``Method.default_fill``: the mean colour for exact occlusion, conditional sampling
-            for AOSA-approx).
-        fill_sigma: Gaussian sigma in px of the ``blur`` fill.
-        fill_window: patch side in px of the ``local_mean`` fill.
-        layer: network layer for layer-based methods (None: the network's default).
-        approx_adjust: AOSA-approx's derivative adjustment of outlying estimates (§3.5.3);
-            False gives the plain first-order estimates.
-        window, hop: AOSA-T's temporal windows in frames (None: the method's defaults).
-        ep_iterations, ep_areas: extremal perturbation (STEP, F-EP): optimiser iterations and
-            the preserved areas (None: the method's defaults).
-        fep_keep: F-EP: the low-frequency fraction of DCT coefficients kept (None: default).
+
+def method_declarations() -> dict[str, Option]:
+    """Every option some registered method reads (with the fill parameters when one reads
+    ``--fill``), by name, in the methods' order.
+
+    Raises:
+        ValueError: two different declarations share a name.
     """
+    found: dict[str, Option] = {}
+    for m in available_methods():
+        for o in getattr(METHODS[m], "reads", ()):
+            extra = FILL_PARAMETERS.values() if o is FILL else ()
+            for option in (o, *(p for params in extra for p in params)):
+                if found.setdefault(option.name, option) is not option:
+                    raise ValueError(f"option {option.name!r} is declared twice (method {m})")
+    return found
 
-    aggregation: str = "mean"
-    fill: str | None = None
-    fill_sigma: float = 5.0
-    fill_window: int = 36
-    layer: str | None = None
-    approx_adjust: bool = True
-    window: int | None = None
-    hop: int | None = None
-    ep_iterations: int | None = None
-    ep_areas: tuple[float, ...] | None = None
-    fep_keep: float | None = None
+
+class MethodOptions(OptionValues):
+    """Every method option's value (``self.options.<name>`` in a method); those not given keep
+    their declared defaults (see each method's ``reads``)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def declared(cls) -> dict[str, Option]:
+        return method_declarations()
 
     def fill_of(self, engine: PerturbationEngine, default: str = "mean"
                 ) -> torch.Tensor | float:
-        """The configured fill (``default`` when none is) for the engine's clip."""
+        """The configured fill (``default`` when none is) for the engine's clip; the fill
+        parameters default to their run defaults scaled to the clip's height."""
         kind = self.fill or default
+        size = {"size": engine.frame_shape[1]}
         if kind == "blur":
-            return engine.fill("blur", sigma=self.fill_sigma)
+            return engine.fill("blur", sigma=FILL_SIGMA.resolve(self.fill_sigma, size))
         if kind == "local_mean":
-            return engine.fill("local_mean", window=self.fill_window)
+            return engine.fill("local_mean", window=FILL_WINDOW.resolve(self.fill_window, size))
         return engine.fill(kind)
 
 
@@ -75,17 +94,12 @@ class Explanation:
     saliency: torch.Tensor
 
 
-FILL_PARAMETERS: dict[str, tuple[str, ...]] = {"blur": ("fill_sigma",),
-                                               "local_mean": ("fill_window",)}
-"""The run options (``RunConfig`` fields) each fill reads besides ``fill`` itself."""
-
-
 class Method(ABC):
     """An explanation method. Subclasses set ``name`` and implement :meth:`explain`.
 
-    ``reads`` names the run options (``pipeline.config.RunConfig`` field names) this method's
-    map depends on besides the options every method's rows depend on
-    (``pipeline.config.COMMON``); its ``config_hash`` covers exactly those
+    ``reads`` lists the options (:class:`~transforms.options.Option`, declared next to the
+    code that reads them) this method's map depends on besides the options every method's rows
+    depend on (``place=COMMON``); its ``config_hash`` covers exactly those
     (:meth:`options_read`). ``tests/test_config_identity.py`` checks each declaration against
     the maps: an option changes the map if and only if the method declares it.
     """
@@ -94,15 +108,16 @@ class Method(ABC):
     needs_tubes: bool = False
     uses_network: bool = True  # its cost includes the clean forward it shares (False: none)
     default_fill: str = "mean"  # the fill used when --fill is not given
-    reads: tuple[str, ...] = ()
+    reads: tuple[Option, ...] = ()
 
     @classmethod
     def options_read(cls, fill: str | None) -> tuple[str, ...]:
-        """``reads``, plus the parameter of the fill in use (``fill``, else ``default_fill``)
-        when the method reads ``fill``."""
-        if "fill" not in cls.reads:
-            return cls.reads
-        return cls.reads + FILL_PARAMETERS.get(fill or cls.default_fill, ())
+        """The names of ``reads``, plus the parameter of the fill in use (``fill``, else
+        ``default_fill``) when the method reads ``--fill``."""
+        read = tuple(o.name for o in cls.reads)
+        if FILL not in cls.reads:
+            return read
+        return read + tuple(p.name for p in FILL_PARAMETERS.get(fill or cls.default_fill, ()))
 
     def __init__(self, options: MethodOptions | None = None) -> None:
         self.options = options or MethodOptions()
@@ -141,15 +156,13 @@ def get_method(name: str, options: MethodOptions | None = None) -> Method:
 
 
 def available_methods() -> list[str]:
-    """Names of all registered methods (importing the built-in ones first)."""
-    from transforms.methods import (  # noqa: F401
-        aosa,
-        aosa_approx,
-        aosa_t,
-        baselines,
-        extremal,
-        gradcam,
-        osa,
-    )
+    """Names of all registered methods (importing every module of this package first, so a
+    new method is one file: its module registers it)."""
+    import importlib
+    import pkgutil
 
+    import transforms.methods as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
     return sorted(METHODS)

@@ -23,13 +23,12 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   smooth-max of Gaussian bumps (σ 11 px at 112 px); bilinear interpolation is the simpler
   smooth upsampling (features ≥ 8 px, linear transitions).
 * **Perturbation** (:func:`preserve`): x̃ = m ⊙ x + (1 − m) ⊙ b. By default (no ``--fill``) b
-  is the engine's spatial Gaussian blur with σ = 20 px × H / 112, the reference's largest blur
-  (20 px at 112 px) scaled to the clip (the project's ``--fill-sigma`` default, 5 px at 112 px,
-  leaves the synthetic objects recognisable: nothing to localise). An ``ep_blur_sigma``
-  attribute on the options overrides σ; no flag and no ``MethodOptions`` field sets one (only
-  the tests' options subclass does). The reference blends 8 levels of a blur pyramid (m = 0.5
-  → σ ≈ 10 px); the linear blend equals it at m ∈ {0, 1}, needs one fill, and works with any
-  configured ``--fill`` (``mean``, ``local_mean``, ``blur`` with ``--fill-sigma``).
+  is the engine's spatial Gaussian blur with σ = 20 px × H / 112: the reference's largest
+  blur (20 px at 112 px) scaled to the clip (the project's ``--fill-sigma`` default, 5 px at
+  112 px, leaves the synthetic objects recognisable: nothing to localise). The reference
+  blends 8 levels of a blur pyramid (m = 0.5 → σ ≈ 10 px); the linear blend equals it at
+  m ∈ {0, 1}, needs one fill, and works with any configured ``--fill`` (``mean``,
+  ``local_mean``, ``blur`` with ``--fill-sigma``).
 * **Objective** per area, minimised (:func:`reward_loss` + :func:`regulariser`)::
 
       L_a = −z_target(x̃_a) + λ_t ‖sort(vec m_a) − r_a‖² / N  [+ λ_t S(m_a)  for step]
@@ -97,7 +96,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from transforms.methods.base import Explanation, Method, register_method
+from transforms.methods.base import FILL, Explanation, Method, register_method
+from transforms.options import Option, at_least, floats, in_range
 from transforms.perturbation import PerturbationEngine, target_score
 from transforms.tubes import Tubes
 
@@ -113,6 +113,24 @@ MOMENTUM = 0.9
 AREA_WEIGHT = 300.0
 AREA_GROWTH = 1.0008668  # per iteration: λ doubles every 800 iterations
 REFERENCE_MAX_BLUR = 20.0  # px at 112 px
+
+EP_ITERATIONS = Option("ep_iterations", int, None, check=at_least(1),
+                       help="STEP / F-EP / EP: optimiser iterations (default: the method's CPU "
+                            "default)")
+
+
+def _check_areas(areas: tuple[float, ...] | None, _) -> str | None:
+    if areas is None or (areas and all(0 < a < 1 for a in areas)):
+        return None
+    return f"must be fractions in (0, 1), got {areas}"
+
+
+EP_AREAS = Option("ep_areas", floats, None, check=_check_areas,
+                  help="STEP / F-EP / EP: preserved areas, e.g. 0.05,0.1,0.15 (default: the "
+                       "method's)")
+FEP_KEEP = Option("fep_keep", float, None, check=in_range(0, 1, "(]"),
+                  help="F-EP: fraction of the lowest DCT frequencies kept per axis (default: "
+                       "the method's)")
 
 
 # --- Pure functions -------------------------------------------------------------------------
@@ -431,31 +449,30 @@ class _Extremal(Method):
     smooth: bool = False  # STEP's temporal difference term
     low_pass: bool = False  # F-EP's gradient modulation
     # No --score: the reward is the logit whatever it is (module docstring).
-    reads = ("ep_iterations", "ep_areas", "fill")
+    reads = (EP_ITERATIONS, EP_AREAS, FILL)
 
     @classmethod
     def options_read(cls, fill: str | None) -> tuple[str, ...]:
         """The default blur's sigma is the method's own (:meth:`fill`), not --fill-sigma."""
-        return super().options_read(fill) if fill is not None else cls.reads
+        if fill is None:
+            return tuple(o.name for o in cls.reads)
+        return super().options_read(fill)
 
     def settings(self) -> EPSettings:
         opts = self.options
-        keep = getattr(opts, "fep_keep", None)
+        keep = opts.fep_keep
         return EPSettings(
-            areas=tuple(float(a) for a in getattr(opts, "ep_areas", None) or DEFAULT_AREAS),
-            iterations=int(getattr(opts, "ep_iterations", None) or DEFAULT_ITERATIONS),
+            areas=tuple(float(a) for a in opts.ep_areas or DEFAULT_AREAS),
+            iterations=int(opts.ep_iterations or DEFAULT_ITERATIONS),
             smooth=self.smooth,
             fep_keep=(float(keep) if keep is not None else DEFAULT_FEP_KEEP)
             if self.low_pass else None)
 
     def fill(self, engine: PerturbationEngine) -> torch.Tensor | float:
-        """``--fill`` when given; else a blur of σ = ``ep_blur_sigma`` or 20 px × H / 112."""
-        if getattr(self.options, "fill", None) is not None:
+        """``--fill`` when given; else a blur of σ = 20 px × H / 112."""
+        if self.options.fill is not None:
             return super().fill(engine)
-        sigma = getattr(self.options, "ep_blur_sigma", None)
-        if sigma is None:
-            sigma = REFERENCE_MAX_BLUR * engine.frame_shape[1] / 112.0
-        return engine.fill("blur", sigma=float(sigma))
+        return engine.fill("blur", sigma=REFERENCE_MAX_BLUR * engine.frame_shape[1] / 112.0)
 
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
         result = optimise_masks(engine, self.fill(engine), self.settings())
@@ -483,4 +500,4 @@ class FEP(_Extremal):
 
     name = "fep"
     low_pass = True
-    reads = ("ep_iterations", "ep_areas", "fill", "fep_keep")
+    reads = (EP_ITERATIONS, EP_AREAS, FILL, FEP_KEEP)

@@ -19,7 +19,7 @@ interpolation (``align_corners=False``; captum's ``LayerAttribution.interpolate`
 ``trilinear``). Maps are not normalised: they are stored as computed, in units of
 score × activation, and may be all zero (ReLU of a negative map).
 
-The layer is ``--layer`` (:class:`~transforms.methods.base.MethodOptions`) or the network's
+The layer is ``--layer`` (:data:`LAYER`) or the network's
 ``gradcam_layer``; its output must be a 5-D (B, C, t, h, w) tensor (transformers' token layouts
 are not supported). Each clip costs one forward and one backward pass (plus the engine's clean
 forward). The backward starts at the layer: its output is replaced by a detached leaf that
@@ -40,9 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transforms.methods.base import Explanation, Method, register_method
+from transforms.methods.base import SCORE, Explanation, Method, register_method
+from transforms.options import Option
 from transforms.perturbation import PerturbationEngine, target_score
 from transforms.tubes import Tubes
+
+LAYER = Option("layer", str, None,
+               "the network's layer for layer-based methods (default: the registry's)")
 
 # --- Pure functions -------------------------------------------------------------------------
 
@@ -166,7 +170,7 @@ class _GradCAM(Method):
     """Grad-CAM on ``options.layer`` or the network's ``gradcam_layer`` (see module)."""
 
     per_frame: bool = False
-    reads = ("layer", "score")
+    reads = (LAYER, SCORE)
 
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
         layer = self.options.layer or engine.scorer.spec.gradcam_layer

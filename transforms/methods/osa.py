@@ -49,7 +49,7 @@ from typing import Literal
 
 import torch
 
-from transforms.methods.base import Explanation, Method, register_method
+from transforms.methods.base import FILL, SCORE, Explanation, Method, register_method
 from transforms.perturbation import (
     PerturbationEngine,
     ScoreFn,
@@ -209,7 +209,7 @@ class OSA(Method):
     """
 
     name = "osa"
-    reads = ("fill", "score")  # the cuboid is the paper's, scaled to the clip: no tube option
+    reads = (FILL, SCORE)  # the cuboid is the paper's, scaled to the clip: no tube option
 
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
         # engine.score counts the passes: this is engine.perturb's loop
