@@ -15,7 +15,7 @@ Two aggregations of the N scores are offered:
 ``reference`` — the authors' code: S = 1/N · Σ_i (f_i − f(V)) · Ω̂_i / mean(Ω̂_i), i.e. Eq. 2
     with f(V) subtracted and each keep-mask divided by its kept fraction. Offered so the AOSA
     rows can be compared with the paper's published numbers; it ranks voxels differently from
-    ``mean`` (rank correlation 0.5–0.97 on small clips), which changes deletion / insertion.
+    ``mean`` (measured in docs/METHODS.md), which changes deletion / insertion.
 
 ``mean`` (default) — the importance of Eq. 5, f(V) − f(Ω̂_i ⊙ V), averaged over the masks that
     occlude each voxel:  S(x) = Σ_i (f(V) − f_i)(1 − Ω̂_i(x)) / Σ_i (1 − Ω̂_i(x)), 0 where no

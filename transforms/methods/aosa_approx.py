@@ -73,12 +73,12 @@ Steps:
      symmetric, so the outliers are the same; each tail is paired with its own most extreme
      mask either way.
 
-   *Caveat (measured, synth_small3d, 8 clips, 16 × 64 × 64).* The re-expansion around V̂_e is
-   exact at V̂_e but extrapolates far for outliers unlike e: the gradient at V̂_e is taken where
-   the softmax is steep, and "un-occluding" e to first order can overshoot (estimated
-   probabilities above 1 were seen). There, the adjustment lowered the Spearman correlation
-   between the approx and exact ``mean`` maps from 0.78 to 0.62 (s = 8) and 0.79 to 0.62
-   (s = 4). On networks whose outliers share the extreme mask's region (tests) it helps.
+   *Caveat.* The re-expansion around V̂_e is exact at V̂_e but extrapolates far for outliers
+   unlike e: the gradient at V̂_e is taken where the softmax is steep, and "un-occluding" e to
+   first order can overshoot (estimated probabilities above 1 were seen). On the synthetic
+   network the adjustment lowered the rank correlation between the approx and exact maps
+   (docs/METHODS.md, AOSA-approx); on networks whose outliers share the extreme mask's region
+   (tests) it helps.
 
 4. **Map**: exact AOSA's :func:`~transforms.methods.aosa.mask_map` of the estimates
    f(V) + Δ_i with ``options.aggregation`` and f(V) = ``engine.base_score`` (the same body,

@@ -37,14 +37,11 @@ map is exactly AOSA's (``aosa_t_sgl``: AOSA_SGL's), bit for bit.
 [8, 16)). ``hop`` alone defaults to ``window`` (non-overlapping).
 
 The trade-off: the map's time resolution is the window. Evidence that fills a window is
-localised (synthetic clips whose motion is the first or the last 8 of 16 frames, and composed
-8 + 8 clips: 0.66-1.00 of the above-median mass in the true half, AOSA 0.48-0.62, on 16 clips
-with ``synth_small3d``). Evidence that straddles a window boundary is not: a window that hides
-part of a motion already removes the class, so every window touching the evidence gets the full
-drop (8 true frames starting at frame 1-6: 0.49-0.72). Overlapping windows do not sharpen this
-(window 8, hop 4: 3N + 1 forwards, 0.52-0.65 on the same clips), because each drop is spread
-over all of its window's frames; shorter windows do (window 4: 4N + 1 forwards, 0.68-0.84),
-at twice the default's cost and with 3-step displacement vectors for the co-occurrence.
+localised; evidence that straddles a window boundary is not: a window that hides part of a
+motion already removes the class, so every window touching the evidence gets the full drop.
+Overlapping windows do not sharpen this (each drop is spread over all of its window's frames);
+shorter windows do, at a higher cost and with shorter displacement vectors for the
+co-occurrence. The measurements are in docs/METHODS.md (AOSA-T).
 """
 
 from __future__ import annotations
