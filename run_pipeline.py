@@ -24,7 +24,8 @@ EXIT_TEMPFAIL = 75  # another run holds the output (sysexits' EX_TEMPFAIL: try a
 
 USAGE_EPILOG = ("All standard Beam options are accepted too (--runner, --direct_running_mode, "
                 "--direct_num_workers, --setup_file, ...); without --runner the job runs on "
-                "FnApiRunner. Unknown options stop the run. Outputs and columns: docs/USER_GUIDE.md. "
+                "FnApiRunner. Unknown options stop the run. Outputs and columns: "
+                "docs/USER_GUIDE.md. "
                 "'run_pipeline.py report --output OUT' reports on a finished run (report "
                 "--help).")
 

@@ -16,7 +16,7 @@ How (per batch of B clips, activations ``(B, C, T, H, W)``):
   one (float ``(B, 1, T, H, W)``), so no caller has to say what it changed;
 * region rules: a convolution or pooling with kernel k, stride s, dilation d and padding p
   changes the outputs whose window meets a changed input cell — per axis
-  :func:`conv_output_range`, ``[ceil((a + p − d(k − 1)) / s), floor((b − 1 + p) / s) + 1)`` for
+  ``[ceil((a + p − d(k − 1)) / s), floor((b − 1 + p) / s) + 1)`` for
   an input range [a, b); for any region shape :func:`propagate_region` (a max-pool of the
   region with the layer's geometry: exact, not a bounding box). Pointwise layers (eval-mode
   batch norm, ReLU, dropout, ...) keep the region; ``+`` and ``torch.cat`` on channels take
@@ -79,28 +79,6 @@ _CAT = (torch.cat,)
 
 
 # --- Pure region rules ----------------------------------------------------------------------
-
-
-def conv_output_range(start: int, stop: int, kernel: int, stride: int, dilation: int,
-                      pad_before: int, out_size: int) -> tuple[int, int]:
-    """Output cells of a sliding window (conv / pool) whose input window meets [start, stop).
-
-    Output o reads padded-free input cells ``o·s − p … o·s − p + d(k − 1)``.
-
-    Args:
-        start, stop: the changed input range of one axis (half-open; empty if stop <= start).
-        kernel, stride, dilation: the window along that axis.
-        pad_before: padding before the data on that axis.
-        out_size: output length on that axis.
-
-    Returns:
-        ``(o0, o1)`` half-open, clipped to [0, out_size]; ``o0 == o1`` when nothing changes.
-    """
-    if stop <= start:
-        return 0, 0
-    o0 = max(0, math.ceil((start + pad_before - dilation * (kernel - 1)) / stride))
-    o1 = min(out_size, (stop - 1 + pad_before) // stride + 1)
-    return (o0, o1) if o1 > o0 else (0, 0)
 
 
 # --- Layer geometry -------------------------------------------------------------------------
@@ -176,8 +154,8 @@ def pads_of(win: Window) -> list[int]:
 
 
 def propagate_region(region: torch.Tensor, win: Window) -> torch.Tensor:
-    """Changed output cells of a sliding-window layer (the rule of :func:`conv_output_range`
-    on every axis, voxel-exact for any region shape).
+    """Changed output cells of a sliding-window layer (the module docstring's window rule on
+    every axis, voxel-exact for any region shape).
 
     A box maximum is separable, so the three axes are pooled one after the other.
 

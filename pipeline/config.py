@@ -80,8 +80,8 @@ def _names(fields) -> str:
 
 
 def identity_table() -> str:
-    """The user guide's account (docs/USER_GUIDE.md) of what enters each method's ``config_hash`` (markdown), generated
-    from the declarations."""
+    """The user guide's account (docs/USER_GUIDE.md) of what enters each method's
+    ``config_hash`` (markdown), generated from the declarations."""
     lines = [f"Common to every method: {_names(placed(COMMON))}.", "",
              "| method | options in its `config_hash` besides the common ones | fill parameter |",
              "| --- | --- | --- |"]

@@ -188,7 +188,6 @@ class Lease:
                              time.time())
         self.break_lock, self.stale_s, self.heartbeat_s = break_lock, stale_s, heartbeat_s
         self.version: str | None = None
-        self.taken_over: Holder | None = None
         self.lost = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -215,7 +214,6 @@ class Lease:
                                f"it is dead")
             self.version = self.store.replace(self._payload(), found[1])
             if self.version is not None:
-                self.taken_over = other
                 print(f"vidxai: {self.path}: took over the lease of "
                       f"{other.describe(now) if other else 'an unreadable lease'}",
                       file=sys.stderr)

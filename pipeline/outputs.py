@@ -118,11 +118,6 @@ def read_table(directory: str, columns: list[str] | None = None,
     return pa.concat_tables(tables, promote_options="default")
 
 
-def count_rows(directory: str) -> int:
-    table = read_table(directory, columns=["clip_id"])
-    return 0 if table is None else table.num_rows
-
-
 # --- The report's reader: checked files, streamed scans ---------------------------------------
 
 

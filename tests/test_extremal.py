@@ -28,7 +28,6 @@ from transforms.methods.extremal import (
     modulate,
     optimise_masks,
     temporal_smoothness,
-    total_variation,
     upsample_mask,
 )
 from transforms.perturbation import PerturbationEngine
@@ -47,6 +46,19 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def total_variation(saliency: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation of one map (T, H, W): Σ over t, y, x of mean |forward diff|.
+
+    Each axis's term is the mean absolute difference between neighbours along it, so maps of
+    different sizes compare; an axis of length 1 contributes 0.
+    """
+    if saliency.ndim != 3:
+        raise ValueError(f"expected a (T, H, W) map, got {tuple(saliency.shape)}")
+    s = saliency.float()
+    return sum((torch.diff(s, dim=d).abs().mean() if s.shape[d] > 1 else s.new_zeros(())
+                for d in range(3)), s.new_zeros(()))
 
 
 def checkerboard(shape: tuple[int, int]) -> torch.Tensor:

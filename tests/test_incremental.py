@@ -8,6 +8,7 @@ incremental path with full forwards.
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
@@ -21,7 +22,6 @@ import models.torchvision_video  # noqa: F401
 from models.incremental import (
     IncrementalExecutor,
     Window,
-    conv_output_range,
     propagate_region,
     threshold_region,
     trace,
@@ -40,6 +40,30 @@ from transforms.scoring import Scorer
 from transforms.tubes import tubes_from_frames
 
 # --- Region rules ---------------------------------------------------------------------------
+
+
+def conv_output_range(start: int, stop: int, kernel: int, stride: int, dilation: int,
+                      pad_before: int, out_size: int) -> tuple[int, int]:
+    """The per-axis rule the executor's region propagation implements (these tests'
+    independent reference): output cells of a sliding window (conv / pool) whose input
+    window meets [start, stop).
+
+    Output o reads padded-free input cells ``o·s − p … o·s − p + d(k − 1)``.
+
+    Args:
+        start, stop: the changed input range of one axis (half-open; empty if stop <= start).
+        kernel, stride, dilation: the window along that axis.
+        pad_before: padding before the data on that axis.
+        out_size: output length on that axis.
+
+    Returns:
+        ``(o0, o1)`` half-open, clipped to [0, out_size]; ``o0 == o1`` when nothing changes.
+    """
+    if stop <= start:
+        return 0, 0
+    o0 = max(0, math.ceil((start + pad_before - dilation * (kernel - 1)) / stride))
+    o1 = min(out_size, (stop - 1 + pad_before) // stride + 1)
+    return (o0, o1) if o1 > o0 else (0, 0)
 
 
 def test_conv_output_range_known_answers():

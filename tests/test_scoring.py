@@ -66,7 +66,7 @@ def test_metrics_use_the_chosen_insertion_start_image():
                            batch_size=4, metric_steps=4)
     engine = PerturbationEngine(scorer, x, 1, batch_size=4)
     plain = measure(engine, sal, None, base)
-    score = lambda v: float(scorer.target_scores(v.unsqueeze(0), 1)[0])  # noqa: E731
+    score = lambda v: float(scorer.probs(v.unsqueeze(0))[0, 1])  # noqa: E731
     assert plain.insertion_curve[0] == pytest.approx(score(torch.zeros_like(x)), abs=1e-6)
     assert plain.deletion_curve[0] == pytest.approx(score(x), abs=1e-6)
     assert plain.insertion_curve[-1] == pytest.approx(score(x), abs=1e-6)

@@ -144,17 +144,6 @@ class Scorer:
         """Softmax probabilities (B, num_classes)."""
         return torch.softmax(self.logits(x), dim=1)
 
-    def target_scores(self, x: torch.Tensor, target: int, grad: bool = False) -> torch.Tensor:
-        """Softmax probability of class ``target`` for each input: (B,).
-
-        With ``grad=False`` runs under ``torch.inference_mode``; with ``grad=True`` the result
-        is differentiable with respect to ``x``.
-        """
-        if grad:
-            return self.probs(x)[:, target]
-        with torch.inference_mode():
-            return self.probs(x)[:, target]
-
     def class_name(self, index: int) -> str:
         """Name of class ``index`` (the index as text when names are unknown)."""
         names = self.class_names

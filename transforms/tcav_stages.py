@@ -19,7 +19,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import apache_beam as beam
 import numpy as np
@@ -195,24 +195,6 @@ def read_features(root: str, model: str, layer: str, cache_key: str,
         for row in table.to_pylist():
             if row["cache_key"] == cache_key:
                 yield row
-
-
-def cached_identities(root: str, model: str, layers: Sequence[str], cache_key: str
-                      ) -> set[tuple[str, str]]:
-    """(clip_id, variant) present in the cache for *every* one of ``layers``."""
-    sets = [{(r["clip_id"], r["variant"]) for r in read_features(
-        root, model, layer, cache_key, ("clip_id", "variant"))} for layer in layers]
-    return set.intersection(*sets) if sets else set()
-
-
-def layer_paths(root: str, model: str) -> dict[str, str]:
-    """Layer name → its cache directory (decoded from the ``layer=`` directories)."""
-    out = {}
-    for path in cached_files(FileSystems.join(root, FEATURES)):
-        for part in path.split("/"):
-            if part.startswith("layer="):
-                out[unquote(part[6:])] = path.rsplit("/", 1)[0]
-    return out
 
 
 # --- Beam wrappers ---

@@ -290,19 +290,6 @@ def modulate(grad: torch.Tensor, keep: float) -> torch.Tensor:
     return low * scale.view(-1, *([1] * (grad.ndim - 1)))
 
 
-def total_variation(saliency: torch.Tensor) -> torch.Tensor:
-    """Anisotropic total variation of one map (T, H, W): Σ over t, y, x of mean |forward diff|.
-
-    Each axis's term is the mean absolute difference between neighbours along it, so maps of
-    different sizes compare; an axis of length 1 contributes 0.
-    """
-    if saliency.ndim != 3:
-        raise ValueError(f"expected a (T, H, W) map, got {tuple(saliency.shape)}")
-    s = saliency.float()
-    return sum((torch.diff(s, dim=d).abs().mean() if s.shape[d] > 1 else s.new_zeros(())
-                for d in range(3)), s.new_zeros(()))
-
-
 def preserve(x: torch.Tensor, fill: torch.Tensor | float, masks: torch.Tensor) -> torch.Tensor:
     """m ⊙ x + (1 − m) ⊙ fill for each mask.
 
