@@ -303,11 +303,68 @@ def _members(archive: Path, registry: str, wanted: set[str]) -> Iterator[tuple[s
             proc.wait()
 
 
+def clip_starts(frame_count: int, num_frames: int = 16, step: int = 16,
+                most: int = 12) -> list[int]:
+    """Start frames of the clips measured on a video of ``frame_count`` frames.
+
+    Every ``step`` frames from 0 while that gives at most ``most`` clips, else ``most`` starts
+    spread evenly from the first to the last possible one (``frame_count - num_frames``).
+    """
+    last = frame_count - num_frames
+    if last < 0:
+        return []
+    starts = list(range(0, last + 1, step))
+    if len(starts) <= most:
+        return starts
+    return sorted({round(i * last / (most - 1)) for i in range(most)})
+
+
+def measure(paths: dict[str, Path], precision: str, model: str = "i3d_kinetics400",
+            top: int = 2, extra: dict[str, list[int]] | None = None,
+            ) -> Iterator[tuple[str, int, list[tuple[str, float]]]]:
+    """(source, start, [(class, p)] * top) for 16-frame clips at :func:`clip_starts`.
+
+    ``extra`` adds start frames per source (the demo's clips).
+
+    Clips are decoded as the job decodes them (the model's size and resize ratio, centre crop);
+    a start the decoder cannot read ends that video's rows (OpenCV reads only part of some
+    files).
+    """
+    import cv2
+    import torch
+
+    from transforms.decode import ClipError, decode_clip
+    from transforms.model_handler import ModelConfig, VideoModelHandler
+
+    scorer = VideoModelHandler(ModelConfig(model), "cpu", precision).load_model()
+    spec = scorer.spec
+    for name, path in paths.items():
+        cap = cv2.VideoCapture(str(path))
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        cap.release()
+        extra_starts = (extra or {}).get(name, [])
+        for start in sorted(set(clip_starts(count, spec.num_frames)) | set(extra_starts)):
+            try:
+                clip = decode_clip(str(path), start, spec.num_frames, spec.input_size,
+                                   spec.resize_ratio)
+            except ClipError:
+                break
+            with torch.inference_mode():
+                probs = scorer.probs(scorer.to_input(clip.frames).unsqueeze(0))[0].float()
+            values, index = probs.topk(top)
+            yield name, start, [(scorer.class_name(int(i)), float(v))
+                                for v, i in zip(values, index, strict=True)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="sources to fetch (default: all)")
     ap.add_argument("--dest", default=None, help="default: <cache>/demo_videos")
     ap.add_argument("--list", action="store_true", help="print the catalogue only")
+    ap.add_argument("--measure", action="store_true",
+                    help="print I3D's top-2 classes on 16-frame clips of each source (markdown)")
+    ap.add_argument("--precision", default=None,
+                    help="with --measure: default bf16 where the CPU has it, else fp32")
     args = ap.parse_args(argv)
     if args.list:
         for name, s in SOURCES.items():
@@ -318,8 +375,21 @@ def main(argv: list[str] | None = None) -> int:
     except FootageUnavailable as exc:
         print(f"footage: {exc}", file=sys.stderr)
         return 1
-    for name, path in paths.items():
-        print(f"{name:<13} {path}")
+    if not args.measure:
+        for name, path in paths.items():
+            print(f"{name:<13} {path}")
+        return 0
+    from pipeline.apps.demo import CLIPS, cpu_has_bf16
+
+    precision = args.precision or ("bf16" if cpu_has_bf16() else "fp32")
+    print(f"I3D (Kinetics-400), 16 x 224 x 224, {precision}\n")
+    print("| source | start | top-1 class | p | top-2 class | p |")
+    print("| --- | ---: | --- | ---: | --- | ---: |")
+    demo: dict[str, list[int]] = {}
+    for name, start, _ in CLIPS:
+        demo.setdefault(name, []).append(start)
+    for name, start, ((c1, p1), (c2, p2)) in measure(paths, precision, extra=demo):
+        print(f"| {name} | {start} | {c1} | {p1:.2f} | {c2} | {p2:.2f} |", flush=True)
     return 0
 
 
