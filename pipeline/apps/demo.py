@@ -100,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
 def report(outputs: OutputPaths, out: Path, info: dict, seconds: float, precision: str) -> None:
     metrics = read_table(outputs.metrics)
     print(f"\n{'clip':<12} {'start':>5}  {'map explains (p)':<28} "
-          f"{'top-3 Kinetics-400 classes (p)':<62} {'AOSA s':>7} {'del':>6} {'ins':>6}")
+          f"{'top-3 Kinetics-400 classes (p)':<80} {'AOSA s':>7} {'del':>6} {'ins':>6}")
     unsure = []
     for r in metrics.to_pylist():
         top = ", ".join(f"{t['name']} ({t['prob']:.2f})" for t in r["top5"][:3])
         explained = f"{r['label_name']} ({r['target_prob']:.2f})"
-        print(f"{Path(r['video']).stem:<12} {r['start_frame']:>5}  {explained:<28} {top:<62} "
+        print(f"{Path(r['video']).stem:<12} {r['start_frame']:>5}  {explained:<28} {top:<80} "
               f"{r['seconds']:>7.1f} {r['deletion_auc']:>6.3f} {r['insertion_auc']:>6.3f}")
         if r["target_prob"] < CONFIDENT:
             unsure.append(f"{Path(r['video']).stem}: p({r['label_name']}) = "

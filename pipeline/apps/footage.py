@@ -123,9 +123,9 @@ SOURCES: dict[str, Source] = {
                      "touching his chin; 400x300, 25 fps, 1337 frames"),
     "sports2d": Source("pypi", "sports2d", "0.8.34", "Sports2D/Demo/demo.mp4", 3968304,
                        "d9a66417185647b112304b57093f0c180f37a768e6a14daca75ca541f3b78039",
-                       "BSD-3-Clause (Sports2D)", "outdoors by a hut: one person doing "
-                       "a cartwheel, another walking, a third jumping on the roof; 1768x994, "
-                       "30 fps, 230 frames"),
+                       "BSD-3-Clause (Sports2D)", "a man on a hut's roof swinging his arms "
+                       "and hopping, then flipping down from it; a woman walks past on the "
+                       "lawn; hand-held, panning; 1768x994, 30 fps, 230 frames"),
     "pose2sim": Source("pypi", "pose2sim", "0.10.49",
                        "Pose2Sim/Demo_SinglePerson/videos/cam01.mp4", 387775,
                        "cf4f2816c86bea4bfbea255333d8626ff32a3ecabdab8b0fb147cea9167fde3a",
