@@ -121,14 +121,17 @@ JOB_OPTIONS: tuple[Option, ...] = (
     Option("input", str, None, place=EXECUTION, check=_required,
            help="directory of videos, a glob, or a CSV/JSONL manifest (columns: video, "
                 "optional label, start_frame, boxes, frame_range)"),
-    Option("output", str, None, "output directory or any Beam FileSystems URI",
-           place=EXECUTION, check=_required),
+    Option("output", str, None, place=EXECUTION, check=_required,
+           help="output directory or any Beam FileSystems URI; a run adds to it only the clip "
+                "× method rows this configuration does not have yet"),
     Option("model", str, "tiny", place=COMMON,
            help="registered network (see --list-models), or your own: package.module:factory "
                 "(a callable returning an nn.Module; give --num-frames and --size)"),
     Option("checkpoint", str, None, place=EXECUTION,
            help="weights: a path or FileSystems URI (gs://, s3://, ...) of a .safetensors file "
-                "or a torch state_dict (read with weights_only=True)"),
+                "or a torch state_dict (read with weights_only=True); without it "
+                "i3d_kinetics400 and synth_small3d load their own pretrained weights, the "
+                "others seeded random ones (and say so)"),
     Option("num_classes", int, None, place=COMMON, check=at_least(1),
            help="output classes (default: the network's; a factory's is measured)"),
     Option("mean", floats, None, place=COMMON, check=_rgb(False),
