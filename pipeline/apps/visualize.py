@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import cv2
@@ -160,6 +161,16 @@ def save_png(path: str, image_rgb: np.ndarray) -> None:
         raise OSError(f"cannot write {path}")
 
 
+def target_probs(output: str) -> dict[tuple[str, int], float]:
+    """(clip_id, explained class) → the network's probability of that class on the clip."""
+    from pipeline.outputs import read_table
+
+    table = read_table(os.path.join(output, "metrics"),
+                       columns=["clip_id", "target_class", "target_prob"])
+    rows = [] if table is None else table.to_pylist()
+    return {(r["clip_id"], r["target_class"]): r["target_prob"] for r in rows}
+
+
 def render_run(output: str, figures: str, methods: Sequence[str] | None = None,
                limit: int | None = None, manifest: str | None = None,
                scale: str = "minmax") -> list[str]:
@@ -171,7 +182,6 @@ def render_run(output: str, figures: str, methods: Sequence[str] | None = None,
     Returns:
         Paths of the PNG files written.
     """
-    import os
 
     from models.registry import get_spec
     from pipeline.outputs import iter_tables
@@ -188,6 +198,7 @@ def render_run(output: str, figures: str, methods: Sequence[str] | None = None,
                                       row["map_max"], row["pool"], upsample=True)
 
     refs: dict | None = None
+    probs = target_probs(output)
     os.makedirs(figures, exist_ok=True)
     written = []
     for row, sal in stored_maps():
@@ -209,7 +220,9 @@ def render_run(output: str, figures: str, methods: Sequence[str] | None = None,
             boxes = clip_boxes(ref.boxes, clip.frame_indices, clip.source_size, clip.scale,
                                clip.offset, size)
         name = os.path.splitext(os.path.basename(row["video"]))[0]
-        title = f"{name}: {row['method']} for '{row['target_name']}' ({row['model']})"
+        p = probs.get((row["clip_id"], row["target_class"]))
+        explained = f"'{row['target_name']}'" + ("" if p is None else f" (p {p:.2f})")
+        title = f"{name}: {row['method']} for {explained} ({row['model']})"
         path = os.path.join(figures, f"{name}_{row['clip_id'][:6]}_{row['method']}.png")
         save_png(path, frame_strip(clip.frames, sal.astype(np.float32), title, boxes=boxes,
                                    scale=scale))
