@@ -75,32 +75,23 @@ def test_rejection_reasons_follow_the_thresholds() -> None:
         "truth not needed", "truth not sufficient"]
 
 
-def test_segment_starts_cover_the_video() -> None:
-    assert realbench.segment_starts(15, 4) == []
-    assert realbench.segment_starts(16, 4) == [0]
-    starts = realbench.segment_starts(116, 5)
-    assert starts == [0, 25, 50, 75, 100]
-    assert realbench.segment_starts(116, 1) == [0]
-
-
 @pytest.fixture(scope="module")
 def tiny_bench(tmp_path_factory) -> tuple[Path, dict, object]:
-    """A tiny benchmark with the real I3D and two real demo videos; skipped only when the
-    weights or the videos cannot be fetched (reason printed)."""
-    from models.i3d_weights import WeightsUnavailable, resolve_cache_dir
-    from pipeline.apps.demo_data import DemoDataUnavailable, fetch_demo_videos
+    """A tiny benchmark with the real I3D and two real videos of the footage catalogue; skipped
+    only when the weights or the videos cannot be fetched (reason printed)."""
+    from models.i3d_weights import WeightsUnavailable
+    from pipeline.apps.footage import FootageUnavailable, default_dest, fetch_all
 
     try:
-        videos = fetch_demo_videos(resolve_cache_dir())
+        videos = fetch_all(default_dest(), names=("bigbuckbunny", "city"))
         scorer = realbench.load_scorer("fp32")
-    except (WeightsUnavailable, DemoDataUnavailable) as exc:
+    except (WeightsUnavailable, FootageUnavailable) as exc:
         print(f"realbench inputs unavailable: {exc}")
         pytest.skip(f"realbench inputs unavailable: {exc}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = tmp_path_factory.mktemp("realbench")
     settings = Settings(seed=0, per_kind=1, kinds=("side", "temporal"), max_tries=3,
                         segments=1)
-    videos = {k: videos[k] for k in ("vtest", "walking")}
     summary = realbench.generate(out, scorer, videos, settings, log=lambda _: None)
     return out, summary, scorer
 

@@ -38,8 +38,10 @@ Writes into ``OUT``:
 - ``videos/``: the kept composites (16 frames, 256 × 256 MJPG: the network's 256 → 224 centre
   crop sees the central 224 × 224, where all evidence is placed).
 
-Sources: :func:`sources` (the demo footage of :mod:`pipeline.apps.demo_data`, or a larger
-catalogue when one is installed), ``--segments`` evenly spaced 16-frame segments of each.
+Sources: the footage catalogue of :mod:`pipeline.apps.footage` (real videos shipped in
+packages on the registries), up to ``--segments`` 16-frame segments of each
+(:func:`pipeline.apps.footage.clip_starts`); the evidence source is drawn uniformly among the
+sources with a usable segment, then one of its segments.
 Explain the kept composites with::
 
     python run_pipeline.py --input OUT/realbench.jsonl --output OUT/run --model i3d_kinetics400 \\
@@ -66,6 +68,7 @@ import cv2
 import numpy as np
 
 from pipeline.apps.compose import MODEL, SIDE, truth_probs
+from pipeline.apps.footage import clip_starts
 from pipeline.apps.synth import write_video
 from transforms.decode import ClipError, clip_boxes, decode_clip, video_frame_count
 from transforms.metrics import box_oracle_map
@@ -233,24 +236,12 @@ def rejection(p: float, p_truth: float, p_rest: float, settings: Settings) -> li
 
 # ----------------------------------------------------------------------------- sources
 
-def sources(cache: Path) -> dict[str, Path]:
-    """Real videos by name: the footage catalogue (``pipeline.apps.footage.fetch_all``) when
-    the project has one, else the three demo videos of :mod:`pipeline.apps.demo_data`."""
-    try:
-        from pipeline.apps.footage import fetch_all  # type: ignore[import-not-found]
-    except ImportError:
-        from pipeline.apps.demo_data import fetch_demo_videos
+def sources() -> dict[str, Path]:
+    """Real videos by name: the footage catalogue of :mod:`pipeline.apps.footage` (fetched once
+    into the cache; a source that cannot be fetched is left out with one line on stderr)."""
+    from pipeline.apps.footage import default_dest, fetch_all
 
-        return fetch_demo_videos(cache)
-    return fetch_all(cache / "footage")
-
-
-def segment_starts(frame_count: int, n: int) -> list[int]:
-    """``n`` evenly spaced start frames of 16-frame segments in a video (fewer when short)."""
-    last = frame_count - FRAMES
-    if last < 0:
-        return []
-    return sorted({int(round(i * last / max(n - 1, 1))) for i in range(n)})
+    return fetch_all(default_dest(), skip_unavailable=True)
 
 
 def network_view(scorer, path: str, start: int = 0) -> tuple[np.ndarray, object]:
@@ -275,7 +266,8 @@ def score_segments(scorer, videos: dict[str, Path], n: int,
     for name in sorted(videos):
         path = str(videos[name])
         try:
-            starts = segment_starts(video_frame_count(path), n)
+            # (at least 2: footage.clip_starts divides by most - 1; n = 1 takes the first)
+            starts = clip_starts(video_frame_count(path), FRAMES, FRAMES, max(n, 2))[:n]
         except ClipError as exc:
             log(f"realbench: source {name} skipped: {exc}")
             continue
@@ -309,6 +301,7 @@ def generate(out: Path, scorer, videos: dict[str, Path], settings: Settings,
         raise ValueError(f"need >= 2 sources and a segment with p >= --min-alone "
                          f"{settings.min_alone}: got {len(videos)} sources, "
                          f"{len(evidence)} usable segments")
+    usable = sorted({s.source for s in evidence})
     rows, records = [], []
     for k, kind in enumerate(settings.kinds):
         kept = 0
@@ -316,7 +309,9 @@ def generate(out: Path, scorer, videos: dict[str, Path], settings: Settings,
             if kept >= settings.per_kind:
                 break
             rng = np.random.default_rng([settings.seed, k, i])
-            ev = evidence[int(rng.integers(len(evidence)))]
+            source = usable[int(rng.integers(len(usable)))]  # sources equally often
+            pool = [s for s in evidence if s.source == source]
+            ev = pool[int(rng.integers(len(pool)))]
             others = [s for s in segments if s.source != ev.source]
             if not others:
                 continue
@@ -543,8 +538,8 @@ def load_scorer(precision: str | None):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, settings = parse_args(argv)
-    from models.i3d_weights import WeightsUnavailable, resolve_cache_dir
-    from pipeline.apps.demo_data import DemoDataUnavailable
+    from models.i3d_weights import WeightsUnavailable
+    from pipeline.apps.footage import FootageUnavailable
 
     if args.summarise:
         try:
@@ -557,10 +552,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         settings.check()
-        videos = sources(resolve_cache_dir())
+        videos = sources()
         scorer = load_scorer(args.precision)
         summary = generate(args.out, scorer, videos, settings)
-    except (DemoDataUnavailable, WeightsUnavailable, ClipError, ValueError) as exc:
+    except (FootageUnavailable, WeightsUnavailable, ClipError, ValueError) as exc:
         print(f"realbench: {exc}", file=sys.stderr)
         return 1
     print(f"\n{'kind':<12} {'tried':>5} {'kept':>5}  rejected (reason: count)")
