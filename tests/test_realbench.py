@@ -176,3 +176,11 @@ def test_above_median_share_in_truth_matches_the_temporal_one_and_known_answers(
     elsewhere[:, 4:6, 0:2] = 1.0               # a peak outside the box
     assert realbench.above_median_share_in(elsewhere, box) == 0.0
     assert np.isnan(realbench.above_median_share_in(np.ones(sal.shape), box))
+
+
+def test_round_robin_alternates_kinds_and_keeps_every_row() -> None:
+    rows = [{"kind": k, "i": i} for i, k in enumerate("aaabcc")]
+    out = realbench.round_robin(rows)
+    assert [r["kind"] for r in out] == list("abcaca")
+    assert sorted(r["i"] for r in out) == list(range(6))
+    assert [r["i"] for r in out if r["kind"] == "a"] == [0, 1, 2]
