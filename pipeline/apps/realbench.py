@@ -400,14 +400,15 @@ def above_median_share_in(saliency: np.ndarray, truth: np.ndarray) -> float:
     return float(excess[truth].sum() / total) if total > 0 else float("nan")
 
 
-def truth_masks(manifest: Path, size: int, resize_ratio: float) -> dict[str, np.ndarray]:
+def truth_masks(manifest: Path, size: int, resize_ratio: float,
+                class_names: Sequence[str]) -> dict[str, np.ndarray]:
     """bool (16, size, size) truth of every manifest row, by resolved video path: its boxes as
     the pipeline maps them onto the clip (:func:`transforms.decode.clip_boxes`), or its frames."""
     from transforms.io import read_manifest
     from transforms.records import ClipRef
 
     out = {}
-    for ref in read_manifest(str(manifest), FRAMES, 1):
+    for ref in read_manifest(str(manifest), FRAMES, 1, class_names):
         if not isinstance(ref, ClipRef):
             raise ValueError(f"{manifest}: unreadable row: {ref}")
         clip = decode_clip(ref.video, 0, FRAMES, size, resize_ratio)
@@ -431,13 +432,15 @@ def summarise_run(output: str, manifest: Path) -> str:
     from pipeline.apps.report.read import read_maps
     from pipeline.apps.report.stats import bootstrap_ci
     from pipeline.outputs import read_table
+    from transforms.model_handler import ModelConfig, VideoModelHandler
     from transforms.sink import OutputPaths
 
     rows = read_table(OutputPaths(output).metrics).to_pylist()
     if not rows:
         raise ValueError(f"{output} holds no metrics rows")
     spec = get_spec(MODEL)
-    truths = truth_masks(manifest, spec.input_size, spec.resize_ratio)
+    names = VideoModelHandler(ModelConfig(MODEL)).class_names()
+    truths = truth_masks(manifest, spec.input_size, spec.resize_ratio, names)
     kinds = {}
     for line in manifest.read_text().splitlines():
         r = json.loads(line)
