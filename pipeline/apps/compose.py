@@ -85,14 +85,38 @@ def compose_frames(first: tuple[str, int], second: tuple[str, int]) -> np.ndarra
     return np.concatenate(parts)
 
 
+def truth_probs(scorer, frames: np.ndarray, truth: np.ndarray, fill: str = "mean",
+                sigma: float = 0.0) -> np.ndarray:
+    """float (3, C) class probabilities: the clip, the truth blanked, everything else blanked.
+
+    Args:
+        scorer: a :class:`~transforms.scoring.Scorer`.
+        frames: uint8 (T, H, W, 3), the clip as the network sees it.
+        truth: bool (T, H, W), the voxels of the evidence.
+        fill: ``mean`` (0 in normalised space: the network's mean colour, AOSA's occluder) or
+            ``blur`` (the clip blurred in space with Gaussian ``sigma`` px).
+    """
+    from transforms.perturbation import blur_fill
+
+    x = scorer.to_input(frames)                                  # (3, T, H, W)
+    if fill == "mean":
+        filler = torch.zeros_like(x)
+    elif fill == "blur":
+        filler = blur_fill(x, sigma)
+    else:
+        raise ValueError(f"blanking fill must be mean or blur, got {fill!r}")
+    m = torch.from_numpy(np.ascontiguousarray(truth)).to(x.device, x.dtype).unsqueeze(0)
+    blank_truth = x * (1 - m) + filler * m
+    blank_rest = x * m + filler * (1 - m)
+    with torch.inference_mode():
+        return scorer.probs(torch.stack([x, blank_truth, blank_rest])).float().cpu().numpy()
+
+
 def blanking_probs(scorer, frames: np.ndarray) -> np.ndarray:
     """float (3, C) class probabilities: the clip, first half blanked, second half blanked."""
-    x = scorer.to_input(frames)
-    blank_first, blank_second = x.clone(), x.clone()
-    blank_first[:, :HALF] = 0.0
-    blank_second[:, HALF:] = 0.0
-    with torch.inference_mode():
-        return scorer.probs(torch.stack([x, blank_first, blank_second])).float().cpu().numpy()
+    truth = np.zeros(frames.shape[:3], dtype=bool)
+    truth[:HALF] = True
+    return truth_probs(scorer, frames, truth)
 
 
 def choose_target(probs: np.ndarray, names: Sequence[str], candidates: int, max_left: float,

@@ -1,0 +1,186 @@
+"""The real-footage benchmark generator: composite geometry, and a tiny run with the real I3D
+whose kept / rejected verdicts are checked against the thresholds and an independent blanking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.apps import realbench
+from pipeline.apps.compose import SIDE
+from pipeline.apps.realbench import FRAMES, Settings, margin
+from transforms.decode import decode_clip
+from transforms.io import read_manifest
+from transforms.records import ClipRef
+
+
+def _clips(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shape = (FRAMES, SIDE, SIDE, 3)
+    return (rng.integers(0, 256, shape, dtype=np.uint8),
+            rng.integers(0, 256, shape, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("kind", realbench.KINDS)
+def test_composite_puts_the_evidence_exactly_in_its_truth(kind: str) -> None:
+    settings = Settings()
+    evidence, background = _clips(1)
+    background[:, :, :, 0] = 7  # the evidence never has this red at every pixel of a frame
+    for i in range(20):
+        frames, box, frame_range, _ = realbench.sample_composite(
+            np.random.default_rng([3, i]), kind, evidence, background, settings)
+        again = realbench.sample_composite(np.random.default_rng([3, i]), kind, evidence,
+                                           background, settings)
+        assert np.array_equal(frames, again[0]) and box == again[1]  # seeded
+        assert frames.shape == evidence.shape
+        inside = np.zeros(frames.shape[:3], dtype=bool)
+        if kind == "temporal":
+            assert box is None
+            a, b = frame_range
+            lo, hi = settings.range_len
+            assert 0 <= a < b <= FRAMES and lo <= b - a <= hi
+            assert np.array_equal(frames[a:b], evidence[:b - a])
+            inside[a:b] = True
+        else:
+            assert frame_range is None
+            x0, y0, x1, y1 = box
+            m, crop = margin(settings.crop), settings.crop
+            assert m <= x0 < x1 <= m + crop and m <= y0 < y1 <= m + crop  # inside what I3D sees
+            inside[:, y0:y1, x0:x1] = True
+            if kind == "side":
+                assert y1 - y0 == crop and (x0 == m or x1 == m + crop)
+        # outside the truth: the background (or its still), untouched, except the side column
+        # that runs on past the crop into the margin the network never sees
+        bg = realbench.still(background) if kind == "paste_still" else background
+        crop_view = np.zeros_like(inside)
+        m = margin(settings.crop)
+        crop_view[:, m:m + settings.crop, m:m + settings.crop] = True
+        outside = ~inside & crop_view
+        assert np.array_equal(frames[outside], bg[outside])
+        # inside: evidence pixels (resized for paste), never the background's red 7 everywhere
+        assert not (frames[inside][:, 0] == 7).all()
+
+
+def test_rejection_reasons_follow_the_thresholds() -> None:
+    s = Settings(min_p=0.05, max_left=0.2, min_kept=0.8)
+    assert realbench.rejection(0.5, 0.1, 0.4, s) == []
+    assert realbench.rejection(0.5, 0.11, 0.4, s) == ["truth not needed"]
+    assert realbench.rejection(0.5, 0.1, 0.39, s) == ["truth not sufficient"]
+    assert realbench.rejection(0.04, 0.0, 1.0, s) == ["not recognised"]
+    assert realbench.rejection(0.5, float("nan"), float("nan"), s) == [
+        "truth not needed", "truth not sufficient"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory) -> tuple[Path, dict, object]:
+    """A tiny benchmark with the real I3D and two real videos of the footage catalogue; skipped
+    only when the weights or the videos cannot be fetched (reason printed)."""
+    from models.i3d_weights import WeightsUnavailable
+    from pipeline.apps.footage import FootageUnavailable, default_dest, fetch_all
+
+    try:
+        videos = fetch_all(default_dest(), names=("bigbuckbunny", "city"))
+        scorer = realbench.load_scorer("fp32")
+    except (WeightsUnavailable, FootageUnavailable) as exc:
+        print(f"realbench inputs unavailable: {exc}")
+        pytest.skip(f"realbench inputs unavailable: {exc}")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = tmp_path_factory.mktemp("realbench")
+    settings = Settings(seed=0, per_kind=1, kinds=("side", "temporal"), max_tries=3,
+                        segments=1)
+    summary = realbench.generate(out, scorer, videos, settings, log=lambda _: None)
+    return out, summary, scorer
+
+
+def test_tiny_benchmark_verdicts_match_the_thresholds(tiny_bench) -> None:
+    out, summary, _ = tiny_bench
+    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v
+                           for k, v in summary["settings"].items()})
+    records = [json.loads(x) for x in (out / "evidence.jsonl").read_text().splitlines()]
+    assert 2 <= len(records) == summary["tried"] <= 6
+    assert any(r["kept"] for r in records), "nothing kept: the checks of kept ones are vacuous"
+    for r in records:
+        p, pt, pr = r["p"], r["p_blank_truth"], r["p_blank_rest"]
+        recognised = p >= settings.min_p
+        needed = recognised and pt <= settings.max_left * p
+        sufficient = recognised and pr >= settings.min_kept * p
+        assert r["kept"] == (recognised and needed and sufficient), r
+        assert r["kept"] == (not r["reasons"]), r
+        assert (out / "videos" / f"{r['id']}.avi").exists() == r["kept"]
+    rows = [json.loads(x) for x in (out / "realbench.jsonl").read_text().splitlines()]
+    assert len(rows) == sum(r["kept"] for r in records) == summary["kept"]
+
+
+def test_tiny_benchmark_manifest_is_read_by_the_pipeline(tiny_bench) -> None:
+    out, summary, scorer = tiny_bench
+    manifest = out / "realbench.jsonl"
+    rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    refs = list(read_manifest(str(manifest), FRAMES, 1, scorer.class_names))
+    assert len(refs) == len(rows) and all(isinstance(r, ClipRef) for r in refs)
+    for ref, row in zip(refs, rows, strict=True):
+        assert scorer.class_names[ref.label] == row["label"]
+        if row["kind"] == "temporal":
+            a, b = ref.frame_range
+            assert ref.boxes is None and 0 <= a < b <= FRAMES
+        else:
+            assert ref.frame_range is None and len(ref.boxes) == FRAMES
+            for x0, y0, x1, y1 in ref.boxes:
+                assert 0 <= x0 < x1 <= SIDE and 0 <= y0 < y1 <= SIDE
+
+
+def test_kept_truth_blanked_independently_drops_p(tiny_bench) -> None:
+    """Blank each kept composite's truth again, by hand on the decoded clip (the box shifted
+    by the centre crop's margin, not through the pipeline's box mapping): the recorded p's
+    come back."""
+    out, summary, scorer = tiny_bench
+    rows = [json.loads(x) for x in (out / "realbench.jsonl").read_text().splitlines()]
+    spec = scorer.spec
+    for row in rows:
+        clip = decode_clip(str(out / row["video"]), 0, FRAMES, spec.input_size,
+                           spec.resize_ratio)
+        x = scorer.to_input(clip.frames)
+        blanked, rest = x.clone(), torch.zeros_like(x)
+        if row["kind"] == "temporal":
+            a, b = row["frame_range"]
+            blanked[:, a:b] = 0.0
+            rest[:, a:b] = x[:, a:b]
+        else:
+            m = (SIDE - spec.input_size) // 2
+            x0, y0, x1, y1 = (v - m for v in row["boxes"][0])
+            blanked[:, :, y0:y1, x0:x1] = 0.0
+            rest[:, :, y0:y1, x0:x1] = x[:, :, y0:y1, x0:x1]
+        c = scorer.class_names.index(row["label"])
+        with torch.inference_mode():
+            p = scorer.probs(torch.stack([x, blanked, rest]))[:, c].tolist()
+        assert p == pytest.approx([row["p"], row["p_blank_truth"], row["p_blank_rest"]],
+                                  abs=2e-3, rel=0.02)
+
+
+def test_above_median_share_in_truth_matches_the_temporal_one_and_known_answers() -> None:
+    from transforms.temporal import above_median_share
+
+    rng = np.random.default_rng(5)
+    sal = rng.normal(size=(8, 6, 6))
+    frames = np.zeros(sal.shape, dtype=bool)
+    frames[2:5] = True
+    assert realbench.above_median_share_in(sal, frames) == pytest.approx(
+        above_median_share(sal, (2, 5)), rel=1e-12)
+    box = np.zeros(sal.shape, dtype=bool)
+    box[:, 1:3, 2:5] = True                    # 6 of 36 pixels: under half
+    assert realbench.above_median_share_in(box.astype(float), box) == 1.0
+    elsewhere = np.zeros(sal.shape)
+    elsewhere[:, 4:6, 0:2] = 1.0               # a peak outside the box
+    assert realbench.above_median_share_in(elsewhere, box) == 0.0
+    assert np.isnan(realbench.above_median_share_in(np.ones(sal.shape), box))
+
+
+def test_round_robin_alternates_kinds_and_keeps_every_row() -> None:
+    rows = [{"kind": k, "i": i} for i, k in enumerate("aaabcc")]
+    out = realbench.round_robin(rows)
+    assert [r["kind"] for r in out] == list("abcaca")
+    assert sorted(r["i"] for r in out) == list(range(6))
+    assert [r["i"] for r in out if r["kind"] == "a"] == [0, 1, 2]
