@@ -135,6 +135,9 @@ def test_clip_starts():
     assert len(many) == 12 and many[0] == 0 and many[-1] == 1000 - 16
     gaps = {b - a for a, b in zip(many, many[1:], strict=False)}
     assert max(gaps) - min(gaps) <= 1
+    assert clip_starts(100, most=1) == [42] and clip_starts(16, most=1) == [0]
+    with pytest.raises(ValueError, match="most must be >= 1"):
+        clip_starts(100, most=0)
 
 
 def _cached(name: str) -> Path:

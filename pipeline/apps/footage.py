@@ -308,14 +308,19 @@ def clip_starts(frame_count: int, num_frames: int = 16, step: int = 16,
     """Start frames of the clips measured on a video of ``frame_count`` frames.
 
     Every ``step`` frames from 0 while that gives at most ``most`` clips, else ``most`` starts
-    spread evenly from the first to the last possible one (``frame_count - num_frames``).
+    spread evenly from the first to the last possible one (``frame_count - num_frames``);
+    ``most`` = 1 gives the middle clip.
     """
+    if most < 1:
+        raise ValueError(f"most must be >= 1, got {most}")
     last = frame_count - num_frames
     if last < 0:
         return []
     starts = list(range(0, last + 1, step))
     if len(starts) <= most:
         return starts
+    if most == 1:
+        return [last // 2]
     return sorted({round(i * last / (most - 1)) for i in range(most)})
 
 

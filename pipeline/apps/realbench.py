@@ -266,7 +266,7 @@ def score_segments(scorer, videos: dict[str, Path], n: int,
     for name in sorted(videos):
         path = str(videos[name])
         try:
-            # (at least 2: footage.clip_starts divides by most - 1; n = 1 takes the first)
+            # (at least 2 spread starts, so that n = 1 takes the first segment, not the middle)
             starts = clip_starts(video_frame_count(path), FRAMES, FRAMES, max(n, 2))[:n]
         except ClipError as exc:
             log(f"realbench: source {name} skipped: {exc}")
