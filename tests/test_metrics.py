@@ -3,45 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
 import torch
 
 from transforms.metrics import (
-    Box,
     PointingResult,
     auc,
     blurred_baseline,
+    box_oracle_map,
     center_bias_map,
     deletion_insertion,
     perturbation_curve,
     pointing_game,
     pointing_radius,
     random_map,
-    validate_boxes,
 )
 
 # --- auc ----------------------------------------------------------------------------------------
-
-
-def box_oracle_map(shape: tuple[int, int, int], boxes: Sequence[Box | None]) -> np.ndarray:
-    """1 on the pixels a frame's box overlaps, 0 elsewhere; frames without a box are all 0.
-
-    Pixel ``c`` spans ``[c, c + 1)``, so a box marks columns ``floor(x0) .. ceil(x1) - 1`` and
-    rows ``floor(y0) .. ceil(y1) - 1`` (exactly ``x0 .. x1 - 1`` for integer boxes), clipped.
-    Boxes are validated as in :func:`pointing_game`.
-
-    Returns:
-        float32 ``(T, H, W)``.
-    """
-    out = np.zeros(shape, dtype=np.float32)
-    for t, box in enumerate(validate_boxes(boxes, tuple(shape))):
-        if box is not None:
-            x0, y0, x1, y1 = box
-            out[t, math.floor(y0) : math.ceil(y1), math.floor(x0) : math.ceil(x1)] = 1.0
-    return out
 
 
 def test_auc_constant_and_line():

@@ -358,4 +358,22 @@ def center_bias_map(shape: tuple[int, int, int]) -> np.ndarray:
     return np.broadcast_to(frame, (t, h, w)).copy()
 
 
+def box_oracle_map(shape: tuple[int, int, int], boxes: Sequence[Box | None]) -> np.ndarray:
+    """1 on the pixels a frame's box overlaps, 0 elsewhere; frames without a box are all 0.
+
+    Pixel ``c`` spans ``[c, c + 1)``, so a box marks columns ``floor(x0) .. ceil(x1) - 1`` and
+    rows ``floor(y0) .. ceil(y1) - 1`` (exactly ``x0 .. x1 - 1`` for integer boxes), clipped.
+    Boxes are validated as in :func:`pointing_game`.
+
+    Returns:
+        float32 ``(T, H, W)``.
+    """
+    out = np.zeros(shape, dtype=np.float32)
+    for t, box in enumerate(validate_boxes(boxes, tuple(shape))):
+        if box is not None:
+            x0, y0, x1, y1 = box
+            out[t, math.floor(y0) : math.ceil(y1), math.floor(x0) : math.ceil(x1)] = 1.0
+    return out
+
+
 # --- Beam wrapper --------------------------------------------------------------------------------
