@@ -99,10 +99,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(outputs: OutputPaths, out: Path, info: dict, seconds: float, precision: str) -> None:
     metrics = read_table(outputs.metrics)
+    # only this demo's clips: an --output that holds an older demo's rows keeps them
+    wanted = {(row["video"], row["start_frame"]) for row in map(
+        json.loads, (out / "demo_clips.jsonl").read_text().splitlines())}
     print(f"\n{'clip':<12} {'start':>5}  {'map explains (p)':<28} "
           f"{'top-3 Kinetics-400 classes (p)':<80} {'AOSA s':>7} {'del':>6} {'ins':>6}")
     unsure = []
-    for r in metrics.to_pylist():
+    for r in (r for r in metrics.to_pylist() if (r["video"], r["start_frame"]) in wanted):
         top = ", ".join(f"{t['name']} ({t['prob']:.2f})" for t in r["top5"][:3])
         explained = f"{r['label_name']} ({r['target_prob']:.2f})"
         print(f"{Path(r['video']).stem:<12} {r['start_frame']:>5}  {explained:<28} {top:<80} "
