@@ -160,24 +160,6 @@ def test_kept_truth_blanked_independently_drops_p(tiny_bench) -> None:
                                   abs=2e-3, rel=0.02)
 
 
-def test_above_median_share_in_truth_matches_the_temporal_one_and_known_answers() -> None:
-    from transforms.temporal import above_median_share
-
-    rng = np.random.default_rng(5)
-    sal = rng.normal(size=(8, 6, 6))
-    frames = np.zeros(sal.shape, dtype=bool)
-    frames[2:5] = True
-    assert realbench.above_median_share_in(sal, frames) == pytest.approx(
-        above_median_share(sal, (2, 5)), rel=1e-12)
-    box = np.zeros(sal.shape, dtype=bool)
-    box[:, 1:3, 2:5] = True                    # 6 of 36 pixels: under half
-    assert realbench.above_median_share_in(box.astype(float), box) == 1.0
-    elsewhere = np.zeros(sal.shape)
-    elsewhere[:, 4:6, 0:2] = 1.0               # a peak outside the box
-    assert realbench.above_median_share_in(elsewhere, box) == 0.0
-    assert np.isnan(realbench.above_median_share_in(np.ones(sal.shape), box))
-
-
 def test_round_robin_alternates_kinds_and_keeps_every_row() -> None:
     rows = [{"kind": k, "i": i} for i, k in enumerate("aaabcc")]
     out = realbench.round_robin(rows)

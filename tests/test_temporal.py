@@ -85,3 +85,24 @@ def test_bad_maps_are_refused():
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         above_median_share(bad, (0, 1))
+
+
+def test_above_median_share_in_a_truth_mask_known_answers() -> None:
+    """The spatial form: a hand-summed case, a map inside the truth (1), a peak outside (0),
+    a constant map (nan), and a shape mismatch refused."""
+    from transforms.temporal import above_median_share_in
+
+    sal = np.zeros((2, 2, 2))
+    sal[0, 0, 0], sal[1, 1, 1], sal[0, 1, 0] = 4.0, 2.0, 2.0   # median 0: excess 4, 2, 2
+    truth = np.zeros(sal.shape, dtype=bool)
+    truth[0] = True                                               # holds 4 + 2 of 8
+    assert above_median_share_in(sal, truth) == pytest.approx(0.75)
+    box = np.zeros((8, 6, 6), dtype=bool)
+    box[:, 1:3, 2:5] = True                    # 6 of 36 pixels: under half
+    assert above_median_share_in(box.astype(float), box) == 1.0
+    elsewhere = np.zeros(box.shape)
+    elsewhere[:, 4:6, 0:2] = 1.0               # a peak outside the box
+    assert above_median_share_in(elsewhere, box) == 0.0
+    assert np.isnan(above_median_share_in(np.ones(box.shape), box))
+    with pytest.raises(ValueError, match="differ in shape"):
+        above_median_share_in(np.ones((2, 2, 2)), box)

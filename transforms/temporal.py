@@ -89,6 +89,25 @@ def above_median_share(saliency: ArrayLike, frame_range: tuple[int, int]) -> flo
         In [0, 1]; nan when no voxel is above the median (a constant map).
     """
     s, start, end = _check(saliency, frame_range)
+    truth = np.zeros(s.shape, dtype=bool)
+    truth[start:end] = True
+    return above_median_share_in(s, truth)
+
+
+def above_median_share_in(saliency: ArrayLike, truth: np.ndarray) -> float:
+    """Share of a map's above-median excess mass Σ max(S − median, 0) lying in ``truth`` (the
+    spatial and spatio-temporal form of :func:`above_median_share`).
+
+    Args:
+        saliency: float (T, H, W) map of any sign.
+        truth: bool (T, H, W), the voxels of the evidence.
+
+    Returns:
+        In [0, 1]; nan for a constant map.
+    """
+    s = np.asarray(saliency, dtype=np.float64)
+    if s.shape != truth.shape:
+        raise ValueError(f"map {s.shape} and truth {truth.shape} differ in shape")
     excess = np.clip(s - np.median(s), 0.0, None)
     total = excess.sum()
-    return float(excess[start:end].sum() / total) if total > 0 else float("nan")
+    return float(excess[truth].sum() / total) if total > 0 else float("nan")

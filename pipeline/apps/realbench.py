@@ -72,6 +72,7 @@ from pipeline.apps.footage import clip_starts
 from pipeline.apps.synth import write_video
 from transforms.decode import ClipError, clip_boxes, decode_clip, video_frame_count
 from transforms.metrics import box_oracle_map
+from transforms.temporal import above_median_share_in
 
 FRAMES = 16          # the network's clip length (I3D: 16 × 224 × 224)
 KINDS = ("paste", "paste_still", "side", "temporal")
@@ -378,27 +379,6 @@ def generate(out: Path, scorer, videos: dict[str, Path], settings: Settings,
 
 
 # ----------------------------------------------------------------------------- evaluation
-
-def above_median_share_in(saliency: np.ndarray, truth: np.ndarray) -> float:
-    """Share of a map's above-median excess mass Σ max(S − median, 0) lying in ``truth``.
-
-    The spatial and spatio-temporal form of :func:`transforms.temporal.above_median_share`
-    (which is this with ``truth`` = whole frames of a range).
-
-    Args:
-        saliency: float (T, H, W) map of any sign.
-        truth: bool (T, H, W), the voxels of the evidence.
-
-    Returns:
-        In [0, 1]; nan for a constant map.
-    """
-    s = np.asarray(saliency, dtype=np.float64)
-    if s.shape != truth.shape:
-        raise ValueError(f"map {s.shape} and truth {truth.shape} differ in shape")
-    excess = np.clip(s - np.median(s), 0.0, None)
-    total = excess.sum()
-    return float(excess[truth].sum() / total) if total > 0 else float("nan")
-
 
 def truth_masks(manifest: Path, size: int, resize_ratio: float,
                 class_names: Sequence[str]) -> dict[str, np.ndarray]:
