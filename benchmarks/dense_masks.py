@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
+import statistics
+import time
 
 import numpy as np
 import torch
@@ -98,6 +101,50 @@ def child(settings: dict, variant: str) -> dict:
         lambda: VARIANTS[variant](scorer, x, tubes, target, args.batch_size), scorer.device)
 
 
+class NetworkClock:
+    """Wall seconds spent inside ``scorer.logits`` (the network), per variant call."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.inside, self._logits = 0.0, scorer.logits
+
+        def timed(x: torch.Tensor) -> torch.Tensor:
+            common.sync(scorer.device)
+            t0 = time.perf_counter()
+            out = self._logits(x)
+            common.sync(scorer.device)
+            self.inside += time.perf_counter() - t0
+            return out
+
+        scorer.logits = timed  # type: ignore[method-assign]
+
+    def measure(self, fn, log: list[float]):
+        """A call of ``fn`` that appends its network seconds to ``log``."""
+        def call() -> None:
+            before = self.inside
+            fn()
+            log.append(self.inside - before)
+        return call
+
+
+def allocator_child(settings: dict, retain: bool) -> dict:
+    """The plain forwards (best of 2) with glibc's default thresholds or with freed memory
+    retained (:mod:`models.allocator`, which every Scorer on the CPU applies): seconds, minor
+    page faults and kernel seconds."""
+    if not retain:
+        import transforms.scoring  # noqa: PLC0415  (this child only: the glibc default)
+        transforms.scoring.retain_freed_memory = lambda: False  # type: ignore[assignment]
+    args, scorer, x = common.child_setup(settings)
+    tubes = clip_tubes(common.synthetic_clip(args.frames, args.size), args.size)
+    runs = []
+    for _ in range(2):
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        plain_forwards(scorer, x, tubes, 0, args.batch_size)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        runs.append({"seconds": time.perf_counter() - t0, "faults": r1.ru_minflt - r0.ru_minflt,
+                     "kernel_s": r1.ru_stime - r0.ru_stime})
+    return min(runs, key=lambda r: r["seconds"])
+
+
 def setup(args: argparse.Namespace) -> tuple[Scorer, torch.Tensor, Tubes, int]:
     """The scorer, the clip (3, T, H, W) on its device, its tubes and its top class."""
     scorer = common.load_scorer(args)
@@ -116,10 +163,11 @@ def main(argv: list[str] | None = None) -> dict:
     ours = aosa_map(scorer, x, tubes, target, args.batch_size)  # also the warm-ups
     ref = dense_map(scorer, x, tubes, target, args.batch_size)
     diff = common.check_equal(ours, ref, ("aosa", "dense"))
-    t = common.interleaved({k: (lambda f=VARIANTS[k]: f(scorer, x, tubes, target,
-                                                        args.batch_size))
-                            for k in ("aosa", "dense")}, args.repeats, scorer.device,
-                           warmup=False)
+    clock, inside = NetworkClock(scorer), {"aosa": [], "dense": []}
+    t = common.interleaved({k: clock.measure(lambda f=VARIANTS[k]: f(
+        scorer, x, tubes, target, args.batch_size), inside[k]) for k in ("aosa", "dense")},
+        args.repeats, scorer.device, warmup=False)
+    net = {k: statistics.median(v) for k, v in inside.items()}
     mem = {k: common.in_child("benchmarks.dense_masks:child",
                               settings=common.settings_of(args), variant=k) for k in VARIANTS}
     peak = {k: v["peak_mb"] for k, v in mem.items()}
@@ -127,13 +175,26 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"time      aosa {t['aosa']:.2f} s, dense {t['dense']:.2f} s "
           f"({tubes.num_masks + 1} forwards each): aosa / dense = "
           f"{common.fmt_ratio(t['aosa'], t['dense'])} (target < 1)")
+    print(f"          of which in the network: aosa {net['aosa']:.2f} s, dense "
+          f"{net['dense']:.2f} s; outside it: aosa {t['aosa'] - net['aosa']:.3f} s, dense "
+          f"{t['dense'] - net['dense']:.3f} s")
     print(f"peak mem  aosa +{peak['aosa']:.0f} MB, dense +{peak['dense']:.0f} MB, plain forwards "
           f"+{peak['forwards']:.0f} MB (fresh process each): aosa / dense = "
           f"{common.fmt_ratio(peak['aosa'], peak['dense'])} (1 / "
           f"{common.fmt_ratio(peak['dense'], peak['aosa'])}; target <= 1/10)")
     print(f"          over the plain forwards' peak: aosa +{extra['aosa']:.0f} MB, dense "
           f"+{extra['dense']:.0f} MB", flush=True)
-    return {"time": t, "memory": mem, "max_diff": diff}
+    alloc = {retain: common.in_child("benchmarks.dense_masks:allocator_child",
+                                     settings=common.settings_of(args), retain=retain)
+             for retain in (False, True) if scorer.device.type == "cpu"}
+    if alloc:
+        d, r = alloc[False], alloc[True]
+        print(f"allocator {tubes.num_masks + 1} plain forwards, fresh process each: glibc "
+              f"default {d['seconds']:.2f} s ({d['faults']} page faults, {d['kernel_s']:.2f} s "
+              f"kernel), freed memory retained {r['seconds']:.2f} s ({r['faults']} faults, "
+              f"{r['kernel_s']:.2f} s kernel): retained / default = "
+              f"{common.fmt_ratio(r['seconds'], d['seconds'])}", flush=True)
+    return {"time": t, "network": net, "memory": mem, "allocator": alloc, "max_diff": diff}
 
 
 if __name__ == "__main__":

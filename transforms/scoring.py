@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.allocator import retain_freed_memory
 from models.incremental import DEFAULT_GRID, DEFAULT_THRESHOLD, IncrementalExecutor
 from models.registry import ModelSpec
 
@@ -82,6 +83,8 @@ class Scorer:
     _memory_format: torch.memory_format = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.device.type == "cpu":
+            retain_freed_memory()  # forwards on the CPU stop re-faulting their activations
         self.model = self.model.to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # input gradients still flow; weights are never trained here
