@@ -27,7 +27,9 @@ How (per batch of B clips, activations ``(B, C, T, H, W)``):
   halo (the layer's padding read as 0, or −inf for max-pools) into one ``(n, C, t, h, w)``
   batch, run through the layer in one call, and pasted into B copies of the clean output.
   When they cover more than ``threshold`` of the output the layer runs in full instead (its
-  region is still tracked, so later layers may go back to tiles).
+  region is still tracked, so later layers may go back to tiles). Pointwise nodes that
+  follow a conv / pool alone (batch norm, ReLU) run on its tiles with it;
+* memory: each value of a batch is freed after its last reader, as in a plain forward.
 
 Why tiles and not one box per clip: AOSA's integrated masks unite a tube with its K most
 co-moving partners, which can sit anywhere in the frame; the bounding box of such a mask
@@ -284,6 +286,9 @@ class IncrementalExecutor:
         self._full_macs = 0
         self.clean = self._run_clean(clean)
         self._depends = self._input_dependent()
+        self._frees = self._last_uses()
+        self._chains = self._pointwise_chains()
+        self._fused = {p for chain in self._chains.values() for p in chain}
 
     def _run_clean(self, x: torch.Tensor) -> dict[fx.Node, object]:
         """Every node's clean value (and each window layer's geometry)."""
@@ -303,6 +308,34 @@ class IncrementalExecutor:
                         self._windows[node] = win
                         self._full_macs += win.macs_per_output * math.prod(env[node].shape[2:])
         return env
+
+    def _last_uses(self) -> dict[fx.Node, list[fx.Node]]:
+        """node → the values no later node reads. A batch frees each value after its last
+        reader, as a plain forward frees its activations (why it matters: docs/DESIGN.md,
+        "Incremental exact occlusion")."""
+        seen: set[fx.Node] = set()
+        frees: dict[fx.Node, list[fx.Node]] = {}
+        for node in reversed(self.gm.graph.nodes):
+            for src in node.all_input_nodes:
+                if src not in seen:
+                    seen.add(src)
+                    frees.setdefault(node, []).append(src)
+        return frees
+
+    def _pointwise_chains(self) -> dict[fx.Node, list[fx.Node]]:
+        """window node → the pointwise nodes that follow it alone (conv → batch norm → ReLU):
+        they run on its changed tiles only, never on the whole activation."""
+        chains: dict[fx.Node, list[fx.Node]] = {}
+        for node in self._windows:
+            chain, cur = [], node
+            while len(cur.users) == 1:
+                nxt = next(iter(cur.users))
+                if not (self._pointwise(nxt) and nxt.all_input_nodes == [cur]):
+                    break
+                chain.append(nxt)
+                cur = nxt
+            chains[node] = chain
+        return chains
 
     def _input_dependent(self) -> set[fx.Node]:
         dep: set[fx.Node] = set()
@@ -339,8 +372,10 @@ class IncrementalExecutor:
         tolerance)."""
         return self.run(batch)[0]
 
-    def run(self, batch: torch.Tensor) -> tuple[object, dict[str, _Value]]:
-        """The output and every node's :class:`_Value` (name → value; for tests)."""
+    def run(self, batch: torch.Tensor, keep_values: bool = False
+            ) -> tuple[object, dict[str, _Value]]:
+        """The output and, with ``keep_values`` (for tests), every node's :class:`_Value`
+        (name → value); without it each value is freed after its last reader."""
         if tuple(batch.shape[1:]) != tuple(self.clean_input.shape[1:]):
             raise ValueError(f"batch {tuple(batch.shape)} does not match the clean clip "
                              f"{tuple(self.clean_input.shape)}")
@@ -355,8 +390,12 @@ class IncrementalExecutor:
                 return out, {n.name: v for n, v in env.items()}
             elif node not in self._depends:
                 env[node] = _Value(self.clean[node], None)
-            else:
-                env[node] = self._step(node, env)
+            elif node not in self._fused:  # a fused node is computed with its window node
+                chain = self._chains.get(node)
+                env[chain[-1] if chain else node] = self._step(node, env)
+            if not keep_values:
+                for src in self._frees.get(node, ()):
+                    env.pop(src, None)
         raise ValueError("the traced graph has no output")
 
     def _step(self, node: fx.Node, env: dict[fx.Node, _Value]) -> _Value:
@@ -394,13 +433,15 @@ class IncrementalExecutor:
         return (node.op == "call_function" and node.target in _CAT and _cat_dim(node) == 1)
 
     def _window(self, node: fx.Node, win: Window, src: _Value) -> _Value:
-        """A conv / pool on the changed tiles only (or in full when they cover most of it)."""
+        """A conv / pool and its pointwise chain on the changed tiles only (or in full when
+        they cover most of the output). The value is the chain's last node's."""
         x = src.dense
-        clean_out = self.clean[node]
+        chain = self._chains[node]
+        clean_out = self.clean[chain[-1] if chain else node]
         b = x.shape[0]
         if src.region is None:
             self.macs.done += b * win.macs_per_output * math.prod(clean_out.shape[2:])
-            return _Value(self._dense(node, {node.args[0]: x}), None)
+            return _Value(self._chain(node, self._dense(node, {node.args[0]: x})), None)
         region = propagate_region(src.region, win)
         out_shape = tuple(clean_out.shape[2:])
         tile = tuple(min(n, max(-(-n // g), MIN_TILE)) for n, g in zip(out_shape, self.grid,
@@ -409,7 +450,10 @@ class IncrementalExecutor:
         grid = tuple(-(-n // t) for n, t in zip(out_shape, tile, strict=True))
         if len(tiles) > self.threshold * b * math.prod(grid):
             self.macs.done += b * win.macs_per_output * math.prod(out_shape)
-            return self._thresholded(node, self._dense(node, {node.args[0]: x}), region)
+            out = self._chain(node, self._dense(node, {node.args[0]: x}))
+            if self.keep >= 1.0:
+                return _Value(out, region)
+            return _Value(out, self._cut(node, change_mass(out, clean_out) * region))
         fmt = _memory_format(x)
         out = torch.empty_like(clean_out.expand(b, *clean_out.shape[1:]), memory_format=fmt)
         out.copy_(clean_out.expand_as(out))
@@ -425,21 +469,33 @@ class IncrementalExecutor:
         corners = torch.stack([starts[a][padded[:, a + 1]] for a in range(3)], 1)  # (n', 3)
         stride = torch.tensor(win.stride, device=x.device)
         before = torch.tensor(win.pad_before, device=x.device)
-        y = win.run(gather_boxes(x, samples, corners * stride - before, span, win.pad_value))
+        y = self._chain(node, win.run(gather_boxes(x, samples, corners * stride - before,
+                                                   span, win.pad_value)))
         paste_boxes(out, samples[:n], corners[:n], y[:n])
         self.macs.done += len(tiles) * win.macs_per_output * math.prod(tile)
-        return self._thresholded(node, out, region)
-
-    def _thresholded(self, node: fx.Node, out: torch.Tensor, region: torch.Tensor) -> _Value:
-        """``out`` with its region, thinned by projective-field thresholding when ``keep`` < 1
-        (the dropped change mass is recorded in ``dropped``: node, dropped, total)."""
         if self.keep >= 1.0:
             return _Value(out, region)
-        change = change_mass(out, self.clean[node]) * region
+        # The change is measured on the computed tiles only: elsewhere out is the clean copy.
+        clean_tiles = gather_boxes(clean_out, torch.zeros_like(samples[:n]), corners[:n], tile)
+        change = torch.zeros_like(region)
+        paste_boxes(change, samples[:n], corners[:n], change_mass(y[:n], clean_tiles))
+        return _Value(out, self._cut(node, change * region))
+
+    def _chain(self, node: fx.Node, y: torch.Tensor) -> torch.Tensor:
+        """Window ``node``'s fused pointwise chain applied to its output or to tiles of it."""
+        prev = node
+        for p in self._chains[node]:
+            y = self._dense(p, {prev: y})
+            prev = p
+        return y
+
+    def _cut(self, node: fx.Node, change: torch.Tensor) -> torch.Tensor:
+        """Projective-field thresholding of a layer's (B, 1, T, H, W) change: the kept region
+        (the dropped change mass is recorded in ``dropped``: node, dropped, total)."""
         kept = threshold_region(change, self.keep)
         total = float(change.sum())
         self.dropped.append((node.name, total - float((change * kept).sum()), total))
-        return _Value(out, kept)
+        return kept
 
 
 def change_mass(out: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:

@@ -259,8 +259,9 @@ class RunConfig(OptionValues):
         else:
             names = tuple(dict.fromkeys(o for m in self.methods
                                         for o in hash_options(m, self.fill))) + placed(RUN)
-        values = self.as_dict()
-        key = {name: values[name] for name in names}
+        values, options = self.as_dict(), declared_options()
+        key = {name: values[name] for name in names
+               if options[name].hash_default or values[name] != options[name].default}
         fixed = self.fixed_target()
         key["target"] = self.target if fixed is None else fixed
         return key

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+import pipeline.options  # noqa: F401  (declares vidxai's flags to Beam, for check_known_args)
 from pipeline.config import (
     RunConfig,
     declared_options,
@@ -63,7 +64,8 @@ OTHER = {
     "cache_dir": "/c", "threads": 2, "max_failed_fraction": 0.5, "progress": False,
     "recompute": True, "clips_per_video": 2, "clip_hop": 4, "clips_per_file": 3,
     "max_file_mb": 2, "saliency_dtype": "uint8", "saliency_pool": (2, 2), "workers": 2,
-    "incremental": True, "weights_sha256": "1" * 64, "weights_uri": "/w.pt", "break_lock": True,
+    "incremental": True, "incremental_keep": 0.2, "weights_sha256": "1" * 64,
+    "weights_uri": "/w.pt", "break_lock": True,
 }
 
 
@@ -107,6 +109,17 @@ def test_an_option_changes_exactly_the_hashes_of_the_methods_that_read_it():
         if (base.config_hash() != other.config_hash()) != read_by_run:
             wrong.append((option, fill, "(run)", not read_by_run))
     assert wrong == [], "(option, --fill, method, hash changed) against the declarations"
+
+
+def test_an_option_left_out_of_the_hash_at_its_default_keeps_older_hashes():
+    """``hash_default=False`` (``--incremental-keep``, added after outputs existed): at its
+    default the key is the one without the option, so those outputs keep their hashes."""
+    omitted = [o for o in declared_options().values() if not o.hash_default]
+    assert [o.name for o in omitted] == ["incremental_keep"]
+    base = config()
+    for m in METHOD_NAMES:
+        assert "incremental_keep" not in base.result_key(m)
+    assert "incremental_keep" in config(incremental_keep=0.2).result_key("aosa")
 
 
 def test_the_same_class_by_name_or_index_is_the_same_configuration():

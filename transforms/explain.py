@@ -34,8 +34,6 @@ class ExplainSettings:
             ``logit``) is what the engine measures. The metrics always measure the probability.
         insertion_blur: > 0: insertion starts from a Gaussian blur (sigma px) of the clip.
         incremental: the engine scores occluded clips by incremental inference (equal maps).
-        incremental_keep: with ``incremental``, the approximate mode's projective-field
-            threshold (1: exact, equal maps; below 1: close maps, fewer FLOPs).
     """
 
     methods: tuple[str, ...]
@@ -48,7 +46,6 @@ class ExplainSettings:
     pointing_radius: float = 7.0
     insertion_blur: float = 0.0
     incremental: bool = False
-    incremental_keep: float = 1.0
 
 
 def choose_target(settings: ExplainSettings, label: int | None, predicted: int,
@@ -92,8 +89,7 @@ def explain_clip(scorer: Scorer, item: ClipTubes, methods: list[Method],
     target, source = choose_target(settings, label, predicted, num_classes)
     engine = PerturbationEngine(scorer, x, target, settings.method_options.score,
                                 settings.batch_size, clean_logits=logits,
-                                incremental=settings.incremental,
-                                incremental_keep=settings.incremental_keep)
+                                incremental=settings.incremental)
 
     def cls(i: int) -> ClassScore:
         return ClassScore(i, scorer.class_name(i), float(probs[i]))

@@ -51,6 +51,9 @@ class Option:
         flag: the command-line flag; None derives ``--name-with-dashes`` (``--no-name`` for a
             switch that defaults to True); "" for a value the run computes itself.
         label: how errors and tables name the option (default: its flag).
+        hash_default: False leaves the option out of the config hash while it has its default
+            value: for an option added after outputs existed, whose default computes exactly
+            what its absence did, so those outputs keep their hashes.
     """
 
     name: str
@@ -63,6 +66,7 @@ class Option:
     resolve: Callable[[Any, Mapping[str, Any]], Any] | None = None
     flag: str | None = None
     label: str = ""
+    hash_default: bool = True
 
     def __post_init__(self) -> None:
         if self.place not in PLACES:

@@ -225,14 +225,11 @@ class PerturbationEngine:
             :meth:`Scorer.incremental`): equal scores, fewer FLOPs when the occlusion is a
             small box. Built on the first :meth:`score`; a network torch.fx cannot trace
             scores with full forwards and a logged warning.
-        incremental_keep: the incremental executor's projective-field threshold (1: exact;
-            below 1 the approximate mode, :func:`models.incremental.threshold_region`: maps
-            close to, not equal to, full forwards).
     """
 
     def __init__(self, scorer: Scorer, x: torch.Tensor, target: int, score: str = "prob",
                  batch_size: int = 8, clean_logits: torch.Tensor | None = None,
-                 incremental: bool = False, incremental_keep: float = 1.0) -> None:
+                 incremental: bool = False) -> None:
         if score not in SCORES:
             raise ValueError(f"unknown score {score!r}; use one of {', '.join(SCORES)}")
         if batch_size < 1:
@@ -251,8 +248,9 @@ class PerturbationEngine:
                              f"{num_classes} classes")
         self.base_score = float(target_score(self.clean_logits[None], self.target, score)[0])
         self._fills: dict[tuple, torch.Tensor] = {}
-        self.incremental, self.incremental_keep = incremental, incremental_keep
+        self.incremental = incremental
         self._logits: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._approximate: dict[float, Callable[[torch.Tensor], torch.Tensor]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -271,16 +269,19 @@ class PerturbationEngine:
             return self.base_score
         return float(target_score(self.clean_logits[None], self.target, kind)[0])
 
-    def score(self, batch: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+    def score(self, batch: torch.Tensor, kind: str | None = None, keep: float = 1.0
+              ) -> torch.Tensor:
         """(B, 3, T, H, W) → (B,) target scores without gradients; counts B forwards.
 
         Batches larger than ``batch_size`` are split. ``kind`` overrides the engine's score
         (the metrics always measure probabilities, as the paper's deletion / insertion).
+        ``keep`` < 1 scores clips that differ from the clean clip by approximate incremental
+        inference (:meth:`approximate_logits`); 1 is exact.
         """
         kind = kind or self.score_kind
         out = []
         with torch.inference_mode():
-            logits = self._batch_logits()
+            logits = self._batch_logits() if keep >= 1.0 else self.approximate_logits(keep)
             for start in range(0, batch.shape[0], self.batch_size):
                 chunk = batch[start:start + self.batch_size]
                 out.append(target_score(logits(chunk), self.target, kind))
@@ -293,11 +294,24 @@ class PerturbationEngine:
             return self.scorer.logits
         if self._logits is None:
             try:
-                self._logits = self.scorer.incremental(self.x, keep=self.incremental_keep)
+                self._logits = self.scorer.incremental(self.x)
             except TypeError as err:
                 log.warning("--incremental: %s; scoring with full forwards", err)
                 self._logits = self.scorer.logits
         return self._logits
+
+    def approximate_logits(self, keep: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Logits by incremental inference with projective-field thresholding at ``keep`` in
+        (0, 1) (:func:`models.incremental.threshold_region`): close to, not equal to, full
+        forwards. Built once per ``keep`` for this clip.
+
+        Raises:
+            TypeError: the network cannot be traced with torch.fx (an approximation asked for
+                is never silently replaced by something else).
+        """
+        if keep not in self._approximate:
+            self._approximate[keep] = self.scorer.incremental(self.x, keep=keep)
+        return self._approximate[keep]
 
     def score_with_grad(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores of a batch and their gradients with respect to the input.
@@ -342,7 +356,7 @@ class PerturbationEngine:
         return self._fills[key]
 
     def perturb(self, masks: Iterable[torch.Tensor], fill: torch.Tensor | float = 0.0,
-                source: torch.Tensor | None = None
+                source: torch.Tensor | None = None, keep: float = 1.0
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Score ``where(mask, fill, source)`` for a stream of mask batches.
 
@@ -351,9 +365,13 @@ class PerturbationEngine:
             fill: a number or (3, T, H, W) tensor (see :meth:`fill`); for insertion pass the
                 clip itself as the fill and the start image as ``source``.
             source: the clip the masks are applied to (default: the clean clip).
+            keep: < 1: approximate incremental inference (:meth:`score`); only for masks on
+                the clean clip.
 
         Yields:
             ``(mask batch, scores (B,))``.
         """
+        if keep < 1.0 and source is not None:
+            raise ValueError("approximate incremental scoring needs masks on the clean clip")
         yield from perturbed_scores(self.x if source is None else source, fill, masks,
-                                    self.score)
+                                    lambda batch: self.score(batch, keep=keep))

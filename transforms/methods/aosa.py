@@ -44,7 +44,7 @@ from transforms.masks import (
     union_box_areas,
 )
 from transforms.methods.base import FILL, SCORE, Explanation, Method, register_method
-from transforms.options import Option
+from transforms.options import Option, in_range
 from transforms.perturbation import (
     PerturbationEngine,
     mean_drop_map,
@@ -56,6 +56,11 @@ AGGREGATION = Option(
     help="AOSA map: mean (score drop averaged over covering masks) | paper (Eq. 2) | reference "
          "(the authors' code)")
 AGGREGATIONS = AGGREGATION.choices
+INCREMENTAL_KEEP = Option(
+    "incremental_keep", float, 1.0, check=in_range(0, 1, "(]"), hash_default=False,
+    help="approximate incremental inference for the exact tube methods' occlusions: each layer "
+         "recomputes only the changed cells carrying this share of its change (Krypton's "
+         "projective-field thresholding); 1: exact full forwards (or --incremental)")
 
 BOX_CHUNK = 1024
 """Masks handled at once by the box sums (bounds their temporaries: ~1 MB per 1024 masks, T = 16,
@@ -167,20 +172,22 @@ def mask_map(scores: torch.Tensor, boxes: torch.Tensor, partners: torch.Tensor,
 
 
 def occlusion_scores(engine: PerturbationEngine, boxes: torch.Tensor, partners: torch.Tensor,
-                     fill: torch.Tensor | float) -> torch.Tensor:
-    """Exact scores of N box masks: each rasterised once, ``batch_size`` at a time, for its
+                     fill: torch.Tensor | float, keep: float = 1.0) -> torch.Tensor:
+    """Scores of N box masks: each rasterised once, ``batch_size`` at a time, for its
     forward through the engine (N forwards).
 
     Args:
         boxes: int (N, T, 4) tube boxes on the engine's device.
         partners: int64 (N, K).
         fill: what occluded voxels take.
+        keep: 1: exact; below 1 approximate incremental inference
+            (:meth:`~transforms.perturbation.PerturbationEngine.score`).
 
     Returns:
         float32 (N,) on the engine's device.
     """
     masks = tube_mask_batches(boxes, partners, engine.frame_shape[1:], engine.batch_size)
-    scores = [s for _, s in engine.perturb(masks, fill)]
+    scores = [s for _, s in engine.perturb(masks, fill, keep=keep)]
     return torch.cat(scores) if scores else torch.zeros(0, device=engine.device)
 
 
@@ -206,7 +213,8 @@ class TubeMethod(Method):
                     partners: torch.Tensor) -> torch.Tensor:
         """(N,) scores of the masks on the engine's device; here exact occlusion with this
         method's fill (:func:`occlusion_scores`)."""
-        return occlusion_scores(engine, boxes, partners, self.fill(engine))
+        return occlusion_scores(engine, boxes, partners, self.fill(engine),
+                                self.options.incremental_keep)
 
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
         if tubes is None:
@@ -230,7 +238,7 @@ class AOSA(TubeMethod):
 
     name = "aosa"
     integrate = True
-    reads = (STRIDE, BOX_SIZE, TOPK, AGGREGATION, FILL, SCORE)
+    reads = (STRIDE, BOX_SIZE, TOPK, AGGREGATION, FILL, SCORE, INCREMENTAL_KEEP)
 
 
 @register_method("aosa_sgl")
@@ -239,4 +247,5 @@ class AOSASingle(TubeMethod):
 
     name = "aosa_sgl"
     integrate = False
-    reads = (STRIDE, BOX_SIZE, AGGREGATION, FILL, SCORE)  # no partners: no --topk
+    reads = (STRIDE, BOX_SIZE, AGGREGATION, FILL, SCORE,  # no partners: no --topk
+             INCREMENTAL_KEEP)

@@ -50,7 +50,7 @@ import math
 
 import numpy as np
 
-from transforms.methods.aosa import AGGREGATION, TubeMethod
+from transforms.methods.aosa import AGGREGATION, INCREMENTAL_KEEP, TubeMethod
 from transforms.methods.base import FILL, SCORE, register_method
 from transforms.options import Option, in_range
 from transforms.tubes import (
@@ -204,7 +204,8 @@ class AOSAT(_WindowedTubeOcclusion):
 
     name = "aosa_t"
     integrate = True
-    reads = (STRIDE, BOX_SIZE, TOPK, AGGREGATION, FILL, SCORE, T_WINDOW, T_HOP)
+    reads = (STRIDE, BOX_SIZE, TOPK, AGGREGATION, FILL, SCORE, T_WINDOW, T_HOP,
+             INCREMENTAL_KEEP)
 
 
 @register_method("aosa_t_sgl")
@@ -213,4 +214,4 @@ class AOSATSingle(_WindowedTubeOcclusion):
 
     name = "aosa_t_sgl"
     integrate = False
-    reads = (STRIDE, BOX_SIZE, AGGREGATION, FILL, SCORE, T_WINDOW, T_HOP)
+    reads = (STRIDE, BOX_SIZE, AGGREGATION, FILL, SCORE, T_WINDOW, T_HOP, INCREMENTAL_KEEP)
