@@ -43,7 +43,9 @@ import models.i3d  # noqa: F401
 import models.small3d  # noqa: F401
 import models.torchvision_video  # noqa: F401
 from benchmarks import common
+from models.incremental import DEFAULT_GRID
 from models.registry import build_network, get_spec
+from transforms.decode import decode_clip, video_frame_count
 from transforms.masks import tube_mask_batches
 from transforms.methods.aosa import aggregate
 from transforms.perturbation import PerturbationEngine
@@ -71,9 +73,12 @@ def synthetic_clip(frames: int, size: int, motion: str, seed: int = 0) -> np.nda
     return np.stack(clip)
 
 
-def make_scorer(name: str, precision: str, device: str = "cpu") -> Scorer:
+def make_scorer(name: str, precision: str, device: str = "cpu", pretrained: bool = False
+                ) -> Scorer:
+    """The network with seeded random weights, or its built-in pretrained ones
+    (``synth_small3d`` always; others with ``pretrained``)."""
     spec = get_spec(name)
-    if name == "synth_small3d":
+    if name == "synth_small3d" or (pretrained and spec.load_default_weights is not None):
         net = build_network(spec)
         spec.load_default_weights(net, None)
     else:
@@ -93,11 +98,15 @@ def aosa_map(engine: PerturbationEngine, boxes: torch.Tensor, partners: torch.Te
 
 
 def run_one(name: str, motion: str, kind: str, args: argparse.Namespace) -> dict:
-    scorer = make_scorer(name, args.precision, args.device)
+    scorer = make_scorer(name, args.precision, args.device, args.pretrained)
     size = SIZES.get(name, scorer.spec.input_size)
     frames = 16
     stride = max(1, size // 14)
-    clip = synthetic_clip(frames, size, motion)
+    if motion in ("static", "pan"):
+        clip = synthetic_clip(frames, size, motion)
+    else:  # a video file: its middle 16 frames
+        start = max(0, video_frame_count(motion) // 2 - frames // 2)
+        clip = decode_clip(motion, start, frames, size).frames
     tubes = tubes_from_frames(clip, stride, (2 * stride, 2 * stride), 3)
     if kind == "aosa_sgl":
         tubes = tubes.without_integration()
@@ -155,15 +164,20 @@ def machine() -> str:
     return f"{model}, {torch.get_num_threads()} torch threads"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="r3d_18,synth_small3d,i3d_kinetics400")
-    p.add_argument("--motion", default="static,pan")
+    p.add_argument("--motion", default="static,pan",
+                   help="comma list of clips: static, pan (synthetic) or video file paths")
+    p.add_argument("--pretrained", action="store_true",
+                   help="the networks' built-in pretrained weights where they have them (map "
+                        "fidelity on a real network; timing does not depend on the weights)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--limit", type=int, default=0, help="score only the first N masks (0: all)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threshold", type=float, default=0.6)
-    p.add_argument("--grid", default="2,14,14", help="tiles per axis T,H,W of each layer")
+    p.add_argument("--grid", default=",".join(map(str, DEFAULT_GRID)),
+                   help="tiles per axis T,H,W of each layer")
     p.add_argument("--keep", default="1",
                    help="comma list of projective-field thresholds (share of each layer's "
                         "change recomputed; 1: exact), e.g. 1,0.99,0.95,0.9")
@@ -185,10 +199,12 @@ def main(argv: list[str] | None = None) -> None:
           "| max map difference / map range | map Spearman | target |")
     print("| --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: "
           "| ---: | --- |")
+    rows = []
     for name in args.models.split(","):
         for motion in args.motion.split(","):
             for kind in args.masks.split(","):
                 for r in run_one(name, motion, kind, args):
+                    rows.append(r)
                     # The smaller of the wall and CPU speed-ups: either alone flatters
                     # when the machine's load changes between the timed runs.
                     speedup = min(r["speedup"], r["cpu_speedup"])
@@ -201,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
                           f"| {r['speedup']:.2f}× ({r['cpu_speedup']:.2f}×) "
                           f"| {100 * r['macs_saved']:.0f} % | {r['max_map_diff']:.1e} "
                           f"| {r['spearman']:.4f} | {met} |", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

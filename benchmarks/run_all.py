@@ -1,31 +1,92 @@
-"""All nine benchmarks in turn, each with its defaults (about 25 min on 2 CPU cores).
+"""The benchmarks with targets in turn, then one table of every ratio against its target
+(about 35 min on 2 quiet CPU cores).
 
     python -m benchmarks.run_all [--device cpu] [--only 2,4]
 
 Options other than ``--only`` (e.g. ``--device cuda --frames 16 --size 112``) are passed to
-every benchmark.
+every benchmark but ``incremental``, which takes only ``--device`` and runs at its target's
+setting (r3d_18, 16 × 112 × 112, N = 196, exact and ``--incremental-keep 0.85``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
 
 BENCHMARKS = ("pipeline_overhead", "osa_vs_captum", "dense_masks", "approx_vs_exact",
-              "scaling", "flow_share", "startup", "batch_fill", "flink_vs_local")
+              "scaling", "flow_share", "startup", "batch_fill", "flink_vs_local",
+              "incremental")
+INCREMENTAL_ARGS = ["--models", "r3d_18", "--motion", "static", "--keep", "1,0.85"]
+
+Verdict = tuple[str, float, str, bool]  # (what, measured, target, met)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _incremental(rows: list[dict]) -> list[Verdict]:
+    out = []
+    for r in rows:
+        speedup = min(r["speedup"], r["cpu_speedup"])  # as the benchmark judges it
+        out.append((f"incremental {r['network']} {r['mode']} (Spearman {r['spearman']:.4f})",
+                    speedup, ">= 2 with Spearman >= 0.99",
+                    speedup >= 2.0 and r["spearman"] >= 0.99))
+    return out
+
+
+VERDICTS: dict[str, Callable[[object], list[Verdict]]] = {
+    "pipeline_overhead": lambda r: [("pipeline / pure model forwards", r["ratio"], "<= 1.10",
+                                     r["ratio"] <= 1.10)],
+    "osa_vs_captum": lambda r: [
+        ("osa / captum time", r["time"]["osa"] / r["time"]["captum"], "<= 1",
+         r["time"]["osa"] <= r["time"]["captum"]),
+        ("osa / captum peak memory", r["memory"]["osa"]["peak_mb"]
+         / r["memory"]["captum"]["peak_mb"], "<= 1",
+         r["memory"]["osa"]["peak_mb"] <= r["memory"]["captum"]["peak_mb"])],
+    "dense_masks": lambda r: [
+        ("aosa / dense masks time", r["time"]["aosa"] / r["time"]["dense"], "<= 1",
+         r["time"]["aosa"] <= r["time"]["dense"]),
+        ("aosa / dense masks peak memory", r["memory"]["aosa"]["peak_mb"]
+         / r["memory"]["dense"]["peak_mb"], "<= 0.1",
+         r["memory"]["aosa"]["peak_mb"] <= 0.1 * r["memory"]["dense"]["peak_mb"])],
+    "approx_vs_exact": lambda r: [("aosa_approx / aosa time", r["ratio"], "<= 0.05",
+                                   r["ratio"] <= 0.05)],
+    "flow_share": lambda r: [("(flow + tubes) / scoring", r["share"], "<= 0.05",
+                              r["share"] <= 0.05)],
+    "startup": lambda r: [(f"{k} (s)", r[k], "<= 0.5", r[k] <= 0.5)
+                          for k in ("run_pipeline.py --help", "run_pipeline.py --list-models")],
+    "incremental": _incremental,
+}
+
+
+def summary(results: dict[str, object]) -> str:
+    """The markdown table of every verdict (the README's speed table is copied from it)."""
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    lines = [f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average {load}",
+             "| benchmark | ratio | measured | target | |", "| --- | --- | ---: | --- | --- |"]
+    for name, result in results.items():
+        for what, value, target, met in VERDICTS.get(name, lambda _: [])(result):
+            lines.append(f"| `{name}` | {what} | {value:.3f} | {target} | "
+                         f"{'met' if met else 'missed'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="",
                     help=f"comma list of benchmark numbers (1-{len(BENCHMARKS)})")
     args, rest = ap.parse_known_args(argv)
     chosen = ([BENCHMARKS[int(i) - 1] for i in args.only.split(",")] if args.only
               else list(BENCHMARKS))
+    device = [] if "--device" not in rest else rest[rest.index("--device"):][:2]
+    results = {}
     for name in chosen:
-        importlib.import_module(f"benchmarks.{name}").main(rest)
+        argv_of = INCREMENTAL_ARGS + device if name == "incremental" else rest
+        results[name] = importlib.import_module(f"benchmarks.{name}").main(argv_of)
         print(flush=True)
+    print(summary(results), flush=True)
+    return results
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ How (per batch of B clips, activations ``(B, C, T, H, W)``):
   batch norm, ReLU, dropout, ...) keep the region; ``+`` and ``torch.cat`` on channels take
   the union. Anything else (global pooling, flatten, the linear head) runs in full and its
   region is "everywhere";
-* compute: each layer's output is cut into a grid of tiles (``grid``, default 2 × 14 × 14 in
+* compute: each layer's output is cut into a grid of tiles (``grid``, default 1 × 14 × 14 in
   T, H, W); the tiles holding a changed cell, over all B clips, are gathered with their input
   halo (the layer's padding read as 0, or −inf for max-pools) into one ``(n, C, t, h, w)``
   batch, run through the layer in one call, and pasted into B copies of the clean output.
@@ -66,8 +66,9 @@ Triple = tuple[int, int, int]
 
 DEFAULT_THRESHOLD = 0.6
 """A layer whose changed tiles cover more than this share of its output runs in full."""
-DEFAULT_GRID: Triple = (2, 14, 14)
-"""Tiles per axis (T, H, W) of each layer's output."""
+DEFAULT_GRID: Triple = (1, 14, 14)
+"""Tiles per axis (T, H, W) of each layer's output. One tile in T: a tube occludes every
+frame, so splitting T only adds temporal halos (docs/DESIGN.md)."""
 MIN_TILE = 4
 """Smallest tile side (where the axis is longer): a smaller tile re-reads its halo too often."""
 

@@ -93,3 +93,28 @@ def test_bootstrap_benchmark_compares_the_two_intervals(capsys):
     assert out.count("12 clips: ") == 3 and "50 clips: " in out
     # equal values: the percentile interval is the value, BCa has none
     assert "20 equal values: percentile (0.5, 0.5), BCa (nan, nan)" in out
+
+
+def test_run_all_summary_judges_every_target():
+    """run_all's closing table: one row per ratio, met / missed against its target (known
+    answers; the shapes are those the benchmarks' ``main`` functions return)."""
+    from benchmarks.run_all import summary
+
+    results = {
+        "pipeline_overhead": {"ratio": 1.05},
+        "osa_vs_captum": {"time": {"osa": 2.0, "captum": 1.0},
+                          "memory": {"osa": {"peak_mb": 1.0}, "captum": {"peak_mb": 4.0}}},
+        "dense_masks": {"time": {"aosa": 0.9, "dense": 1.0},
+                        "memory": {"aosa": {"peak_mb": 5.0}, "dense": {"peak_mb": 40.0}}},
+        "approx_vs_exact": {"ratio": 1 / 25},
+        "flow_share": {"share": 0.01},
+        "startup": {"run_pipeline.py --help": 0.1, "run_pipeline.py --list-models": 0.7},
+        "batch_fill": {"x": (1.0, 0.9)},  # a decision: no row
+        "incremental": [{"network": "r3d_18", "mode": "keep 0.85", "speedup": 2.2,
+                         "cpu_speedup": 1.9, "spearman": 0.995}],
+    }
+    rows = [line for line in summary(results).splitlines() if line.startswith("| `")]
+    verdicts = [line.rsplit("|", 2)[1].strip() for line in rows]
+    assert verdicts == ["met", "missed", "met", "met", "missed", "met", "met", "met",
+                        "missed", "missed"]
+    assert "| 2.000 |" in rows[1] and "| 1.900 |" in rows[-1]  # the smaller speed-up judges
