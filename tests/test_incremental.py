@@ -283,6 +283,9 @@ def test_untraceable_network_falls_back_to_full_forwards_with_a_warning(caplog):
         inc = PerturbationEngine(scorer, x, 0, batch_size=2, incremental=True).score(batch)
     assert "full forwards" in caplog.text
     torch.testing.assert_close(inc, full)
+    # An approximation asked for is never replaced by exact scores: the error names the network.
+    with pytest.raises(TypeError, match="Untraceable is not"):
+        PerturbationEngine(scorer, x, 0, batch_size=2).score(batch, keep=0.9)
 
 
 # --- Wiring ---------------------------------------------------------------------------------

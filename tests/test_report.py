@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import run_pipeline
-from pipeline.apps.report import cli, tables
+from pipeline.apps.report import cli, render, tables
 from pipeline.apps.report.load import load_run
 from pipeline.apps.report.read import Selection, read_maps
 from pipeline.apps.report.stats import bootstrap_ci, paired
@@ -298,3 +298,42 @@ def test_a_second_report_replaces_the_first_ones_pictures(out):
     assert cli.main(["--output", str(out), "--clips", "clip1", "--no-animation"]) == 0
     assert cli.main(["--output", str(out), "--clips", "clip2", "--no-animation"]) == 0
     assert sorted(p.name for p in (out / "report" / "clips").iterdir()) == ["clip2_clip2.png"]
+
+
+def tiny_maps(rows: list[dict]) -> list[dict]:
+    """A 2 × 2 × 2 zero map for each metrics row (the output needs its saliency/ table)."""
+    return [saliency_row(r["clip_id"], r["method"], np.zeros((2, 2, 2), np.float32))
+            for r in rows]
+
+
+def test_chooser_picks_the_cheapest_method_not_shown_worse_than_the_best(tmp_path):
+    """Known answers on 8 clips. Insertion: slow is best, fast is worse by ≤ 0.01 with mixed
+    signs (Wilcoxon p ≫ 0.05: tied), bad is worse on every clip (p = 2/256 < 0.05), random is
+    worse on every clip. Seconds: slow 10, fast 1, bad 0.1, random 0.01. So the choice is fast
+    (10× cheaper), never bad (cheaper but shown worse) nor random (a reference)."""
+    base = [0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85]
+    jitter = [0.01, -0.01, 0.005, -0.005, 0.01, -0.01, 0.002, -0.002]
+    rows = []
+    for i, b in enumerate(base):
+        for method, value, secs in (("slow", b, 10.0), ("fast", b + jitter[i], 1.0),
+                                    ("bad", b - 0.2, 0.1), ("random", b - 0.3, 0.01)):
+            rows.append(metric_row(f"c{i}", method, insertion_auc=value, seconds=secs))
+    run = load_run(str(write_output(tmp_path / "out", rows, tiny_maps(rows))))
+    (row,) = tables.chooser(run)
+    assert (row["metric"], row["best"], row["choice"]) == ("insertion", "slow", "fast")
+    assert row["best_seconds"] / row["choice_seconds"] == pytest.approx(10.0)
+    assert row["tied"] == "slow, fast" and not row["reference_tied"] and row["clips"] == 8
+    table = render.chooser_table([row])
+    assert table.cells[0][5] == "10.0×"
+
+
+def test_chooser_says_when_a_reference_ties_with_the_best(tmp_path):
+    """Two clips cannot separate anything: every method ties, random included, and the table
+    says the metric does not separate the methods; the choice is still the cheapest real one."""
+    rows = [metric_row(f"c{i}", m, insertion_auc=v + i / 10, seconds=s)
+            for i in range(2) for m, v, s in (("aosa", 0.6, 5.0), ("gradcam", 0.5, 0.1),
+                                               ("random", 0.2, 0.01))]
+    run = load_run(str(write_output(tmp_path / "out", rows, tiny_maps(rows))))
+    (row,) = tables.chooser(run)
+    assert (row["best"], row["choice"], row["reference_tied"]) == ("aosa", "gradcam", True)
+    assert "does not separate" in render.chooser_table([row]).cells[0][-1]

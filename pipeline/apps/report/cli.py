@@ -244,6 +244,8 @@ def _build_report(opts: Options) -> list[str]:
     summary = tables.summarise(run)
     tabs = [render.summary_table(summary, metrics),
             render.pairs_table(tables.method_pairs(run, opts.reference), metrics)]
+    if metrics:
+        tabs.append(render.chooser_table(tables.chooser(run)))
     extra = [render.accuracy_table(tables.accuracy_per_class(run)),
              render.class_table(tables.per_class(run), metrics)]
     extra = [t for t in extra if t.raw]
@@ -332,7 +334,7 @@ def comparison(run: RunData, base: RunData, opts: Options) -> Section:
 
 
 CSV_NAMES = {"Per method × model": "summary.csv", "Methods compared on the same clips":
-             "pairs.csv", "Per class (true label)": "classes.csv",
+             "pairs.csv", "Which method": "choose.csv", "Per class (true label)": "classes.csv",
              "The network's correctness per class": "accuracy.csv",
              "Candidate − baseline, on the same clips": "compare.csv",
              "How much the maps changed": "map_correlation.csv", "Failed clips": "failures.csv"}

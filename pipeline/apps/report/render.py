@@ -82,6 +82,28 @@ def pairs_table(rows: Sequence[dict], metrics: Sequence[Metric]) -> Table:
                  "signed-rank p-value (scipy).")
 
 
+def chooser_table(rows: Sequence[dict]) -> Table:
+    headers = ["model", "metric", "best (mean, s / map)", "cheapest not shown worse",
+               "its mean, s / map", "faster by", "tied with the best", "note"]
+    cells = []
+    for r in rows:
+        faster = (f"{r['best_seconds'] / r['choice_seconds']:.1f}×"
+                  if r["choice"] and r["choice_seconds"] > 0 else "–")
+        note = ("a reference ties with the best: this metric does not separate the methods "
+                "on these clips" if r["reference_tied"] else "")
+        cells.append([r["model"], r["metric"],
+                      f"{r['best']} ({num(r['best_mean'])}, {num(r['best_seconds'])})",
+                      r["choice"] or "–",
+                      f"{num(r['choice_mean'])}, {num(r['choice_seconds'])}" if r["choice"]
+                      else "–", faster, r["tied"], note])
+    return Table("Which method", headers, cells, list(rows),
+                 "Per metric: the best mean, and the cheapest method (seconds per map; random "
+                 "and center excluded) whose per-clip values, paired with the best's on the "
+                 "same clips, are not shown different (two-sided Wilcoxon p ≥ 0.05, or too "
+                 "few clips to test). On few clips many methods tie: the choice is only as "
+                 "good as the run behind it.")
+
+
 def class_table(rows: Sequence[dict], metrics: Sequence[Metric]) -> Table:
     headers = ["model", "method", "class", "clips", *(f"{m.label} {m.arrow}" for m in metrics)]
     cells = [[r["model"], r["method"], r["class"], str(r["clips"]),

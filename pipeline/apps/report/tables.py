@@ -156,6 +156,65 @@ def method_pairs(run: RunData, reference: str | None = "aosa") -> list[dict]:
     return rows
 
 
+REFERENCE_METHODS = ("random", "center")
+"""References that explain nothing: never recommended, but a tie with one is reported."""
+
+
+def chooser(run: RunData, alpha: float = 0.05) -> list[dict]:
+    """Which method to run, per model × weights and present metric, from this run's clips.
+
+    The best method is the one with the best mean. A method is *tied with the best* when its
+    per-clip values, paired with the best's on the same clips, are not shown different (the
+    two-sided Wilcoxon signed-rank p ≥ ``alpha``, or no test possible). The choice is the
+    cheapest tied method by seconds per map, references (:data:`REFERENCE_METHODS`) excluded:
+    the method a dataset-scale job should run if that metric is what it cares about.
+
+    Returns:
+        rows with ``model``, ``metric``, ``best`` / ``best_mean`` / ``best_seconds``,
+        ``choice`` / ``choice_mean`` / ``choice_seconds`` (None when only references tie),
+        ``tied`` (labels joined by ", ", best first), ``reference_tied`` (a reference ties
+        with the best: the metric does not separate the methods on this run) and ``clips``
+        (the fewest paired clips behind a tie).
+    """
+    groups = run.groups()
+    labels = group_labels(list(groups))
+    by_model: dict[tuple[str, str], list[Group]] = {}
+    for g in groups:
+        by_model.setdefault(g[:2], []).append(g)
+    rows = []
+    for members in by_model.values():
+        seconds = {g: float(np.nanmean(run.column("seconds", groups[g]))) for g in members}
+        for m in present_metrics(run):
+            values = {g: per_clip(run, groups[g], m.column) for g in members}
+            means = {g: float(np.nanmean(list(v.values()))) for g, v in values.items()
+                     if np.isfinite(list(v.values())).any()}
+            if not means:
+                continue
+            sign = 1.0 if m.higher_is_better else -1.0
+            best = max(means, key=lambda g: (sign * means[g], -seconds[g]))
+            tied, clips = [best], []
+            for g in sorted(means, key=lambda g: seconds[g]):
+                if g == best:
+                    continue
+                p = paired(*aligned(values[g], values[best]), m.higher_is_better)
+                if not p.p_value < alpha:  # NaN (too few pairs) counts as not shown different
+                    tied.append(g)
+                    clips.append(p.clips)
+            usable = [g for g in tied if g[3] not in REFERENCE_METHODS]
+            choice = min(usable, key=lambda g: seconds[g]) if usable else None
+            rows.append({
+                "model": labels[best][0], "metric": m.label, "metric_column": m.column,
+                "best": labels[best][1], "best_mean": means[best],
+                "best_seconds": seconds[best],
+                "choice": labels[choice][1] if choice else None,
+                "choice_mean": means[choice] if choice else float("nan"),
+                "choice_seconds": seconds[choice] if choice else float("nan"),
+                "tied": ", ".join(labels[g][1] for g in tied),
+                "reference_tied": any(g[3] in REFERENCE_METHODS for g in tied),
+                "clips": min(clips) if clips else len(values[best])})
+    return rows
+
+
 def per_class(run: RunData) -> list[dict]:
     """Per model × method × true class: clips and the mean of each present metric."""
     if not np.isfinite(run.column("label")).any():
