@@ -19,9 +19,11 @@ import torch
 from benchmarks import common
 from transforms.tubes import num_anchors
 
-WORKLOADS = {  # name → forwards per clip, as (count at batch 1, masks scored at batch B)
-    "aosa (N masks + clean forward)": lambda n: (1, n),
-    "deletion + insertion (28 steps)": lambda n: (0, 2 * 29),
+WORKLOADS = {  # name → forwards per clip, as (count at batch 1, masks scored at batch B),
+    # given N of the default stride (size / 14) and of a coarse one (size / 7)
+    "aosa (N masks + clean forward)": lambda n, _: (1, n),
+    "aosa, coarse stride (N / 4 + clean)": lambda _, n_coarse: (1, n_coarse),
+    "deletion + insertion (28 steps)": lambda n, _: (0, 2 * 29),
 }
 
 
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     scorer = common.load_scorer(args)
     n = num_anchors(args.size, args.size, max(1, args.size // 14))
+    n_coarse = num_anchors(args.size, args.size, max(1, args.size // 7))
     b = args.batch_size
     print(common.header("8. batching across clips: the cost of partly filled batches", args,
                         N=n), flush=True)
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("forward seconds per batch size: " + ", ".join(f"{k}: {v:.3f}" for k, v in t.items()))
     out = {}
     for name, work in WORKLOADS.items():
-        singles, masks = work(n)
+        singles, masks = work(n, n_coarse)
         engine = singles * t[1] + (masks // b) * t[b] + (t[masks % b] if masks % b else 0.0)
         packed = (singles + masks) / b * t[b]
         out[name] = (engine, packed)

@@ -152,6 +152,31 @@ def interleaved(variants: dict[str, Callable[[], object]], repeats: int,
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+class NetworkClock:
+    """Wall seconds spent inside ``scorer.logits`` (the network), per variant call."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.inside, self._logits = 0.0, scorer.logits
+
+        def timed(x: torch.Tensor) -> torch.Tensor:
+            sync(scorer.device)
+            t0 = time.perf_counter()
+            out = self._logits(x)
+            sync(scorer.device)
+            self.inside += time.perf_counter() - t0
+            return out
+
+        scorer.logits = timed  # type: ignore[method-assign]
+
+    def measure(self, fn, log: list[float]):
+        """A call of ``fn`` that appends its network seconds to ``log``."""
+        def call() -> None:
+            before = self.inside
+            fn()
+            log.append(self.inside - before)
+        return call
+
+
 # --- Peak memory in a fresh process ---------------------------------------------------------
 
 

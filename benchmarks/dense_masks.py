@@ -94,36 +94,16 @@ VARIANTS = {"aosa": aosa_map, "dense": dense_map, "forwards": plain_forwards}
 
 
 def child(settings: dict, variant: str) -> dict:
+    """Peak growth of one variant in this fresh process, after one forward at the batch size:
+    the network's own activations are then already resident (the allocator keeps them,
+    :mod:`models.allocator`), so the growth is what the variant adds over the network."""
     args, scorer, x = common.child_setup(settings)
     frames = common.synthetic_clip(args.frames, args.size)
     tubes, target = clip_tubes(frames, args.size), predicted_class(scorer, x)
+    with torch.inference_mode():
+        scorer.logits(x[None].expand(args.batch_size, -1, -1, -1, -1))
     return common.peak_growth_mb(
         lambda: VARIANTS[variant](scorer, x, tubes, target, args.batch_size), scorer.device)
-
-
-class NetworkClock:
-    """Wall seconds spent inside ``scorer.logits`` (the network), per variant call."""
-
-    def __init__(self, scorer: Scorer) -> None:
-        self.inside, self._logits = 0.0, scorer.logits
-
-        def timed(x: torch.Tensor) -> torch.Tensor:
-            common.sync(scorer.device)
-            t0 = time.perf_counter()
-            out = self._logits(x)
-            common.sync(scorer.device)
-            self.inside += time.perf_counter() - t0
-            return out
-
-        scorer.logits = timed  # type: ignore[method-assign]
-
-    def measure(self, fn, log: list[float]):
-        """A call of ``fn`` that appends its network seconds to ``log``."""
-        def call() -> None:
-            before = self.inside
-            fn()
-            log.append(self.inside - before)
-        return call
 
 
 def allocator_child(settings: dict, retain: bool) -> dict:
@@ -163,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     ours = aosa_map(scorer, x, tubes, target, args.batch_size)  # also the warm-ups
     ref = dense_map(scorer, x, tubes, target, args.batch_size)
     diff = common.check_equal(ours, ref, ("aosa", "dense"))
-    clock, inside = NetworkClock(scorer), {"aosa": [], "dense": []}
+    clock, inside = common.NetworkClock(scorer), {"aosa": [], "dense": []}
     t = common.interleaved({k: clock.measure(lambda f=VARIANTS[k]: f(
         scorer, x, tubes, target, args.batch_size), inside[k]) for k in ("aosa", "dense")},
         args.repeats, scorer.device, warmup=False)

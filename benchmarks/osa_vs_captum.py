@@ -12,6 +12,8 @@ timed). Targets: time and peak memory ratios ≤ 1.0.
 
 from __future__ import annotations
 
+import statistics
+
 import numpy as np
 import torch
 from captum.attr import Occlusion
@@ -69,19 +71,24 @@ def main(argv: list[str] | None = None) -> dict:
     ours = osa_map(scorer, x, target, args.batch_size)  # also the warm-up of both
     ref = captum_map(scorer, x, target, args.batch_size)
     diff = common.check_equal(ours, ref, ("osa", "captum"))
-    t = common.interleaved({k: (lambda f=f: f(scorer, x, target, args.batch_size))
-                            for k, f in VARIANTS.items()}, args.repeats, scorer.device,
-                           warmup=False)
+    clock, inside = common.NetworkClock(scorer), {k: [] for k in VARIANTS}
+    t = common.interleaved({k: clock.measure(lambda f=f: f(scorer, x, target, args.batch_size),
+                                             inside[k]) for k, f in VARIANTS.items()},
+                           args.repeats, scorer.device, warmup=False)
+    net = {k: statistics.median(v) for k, v in inside.items()}
     mem = {k: common.in_child("benchmarks.osa_vs_captum:child",
                               settings=common.settings_of(args), variant=k) for k in VARIANTS}
     print(f"time      osa {t['osa']:.2f} s, captum {t['captum']:.2f} s ({n + 1} forwards "
           f"each): osa / captum = {common.fmt_ratio(t['osa'], t['captum'])} (target <= 1.0)")
+    print(f"          of which in the network: osa {net['osa']:.2f} s, captum "
+          f"{net['captum']:.2f} s; outside it: osa {t['osa'] - net['osa']:.3f} s, captum "
+          f"{t['captum'] - net['captum']:.3f} s")
     print(f"peak mem  osa +{mem['osa']['peak_mb']:.0f} MB, captum "
           f"+{mem['captum']['peak_mb']:.0f} MB (fresh process each, over "
           f"{mem['osa']['before_mb']:.0f} MB after loading): osa / captum = "
           f"{common.fmt_ratio(mem['osa']['peak_mb'], mem['captum']['peak_mb'])} "
           "(target <= 1.0)", flush=True)
-    return {"time": t, "memory": mem, "max_diff": diff}
+    return {"time": t, "network": net, "memory": mem, "max_diff": diff}
 
 
 if __name__ == "__main__":

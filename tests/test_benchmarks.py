@@ -103,8 +103,10 @@ def test_run_all_summary_judges_every_target():
     results = {
         "pipeline_overhead": {"ratio": 1.05},
         "osa_vs_captum": {"time": {"osa": 2.0, "captum": 1.0},
+                          "network": {"osa": 1.9, "captum": 0.95},
                           "memory": {"osa": {"peak_mb": 1.0}, "captum": {"peak_mb": 4.0}}},
         "dense_masks": {"time": {"aosa": 0.9, "dense": 1.0},
+                        "network": {"aosa": 0.88, "dense": 0.96},
                         "memory": {"aosa": {"peak_mb": 5.0}, "dense": {"peak_mb": 40.0}}},
         "approx_vs_exact": {"ratio": 1 / 25},
         "flow_share": {"share": 0.01},
@@ -115,6 +117,8 @@ def test_run_all_summary_judges_every_target():
     }
     rows = [line for line in summary(results).splitlines() if line.startswith("| `")]
     verdicts = [line.rsplit("|", 2)[1].strip() for line in rows]
-    assert verdicts == ["met", "missed", "met", "met", "missed", "met", "met", "met",
+    assert verdicts == ["met", "missed", "–", "met", "met", "–", "missed", "met", "met", "met",
                         "missed", "missed"]
     assert "| 2.000 |" in rows[1] and "| 1.900 |" in rows[-1]  # the smaller speed-up judges
+    assert "| 2.000 |" in rows[2] and "(100 / 50 ms)" in rows[2]  # own work: 0.1 s / 0.05 s
+    assert "| 0.500 |" in rows[5]  # 0.02 / 0.04
