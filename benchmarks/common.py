@@ -243,10 +243,19 @@ def settings_of(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in SETTINGS}
 
 
-def child_setup(settings: dict) -> tuple[argparse.Namespace, Scorer, torch.Tensor]:
+def child_setup(settings: dict, retain: bool = False
+                ) -> tuple[argparse.Namespace, Scorer, torch.Tensor]:
     """In a child: threads, the scorer, the normalised clip (3, T, H, W) on the device, and one
     clean forward (the network's one-time initialisation is part of loading it, not of a
-    method)."""
+    method).
+
+    ``retain`` False (the memory measurements) keeps glibc's default allocator instead of the
+    one every Scorer sets (:mod:`models.allocator`): freed memory then goes back to the kernel,
+    so the resident peak is what a method has in use, not what an earlier forward left
+    mapped."""
+    if not retain:
+        import transforms.scoring  # noqa: PLC0415  (this child only)
+        transforms.scoring.retain_freed_memory = lambda: False  # type: ignore[assignment]
     args = argparse.Namespace(**settings)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -94,14 +94,9 @@ VARIANTS = {"aosa": aosa_map, "dense": dense_map, "forwards": plain_forwards}
 
 
 def child(settings: dict, variant: str) -> dict:
-    """Peak growth of one variant in this fresh process, after one forward at the batch size:
-    the network's own activations are then already resident (the allocator keeps them,
-    :mod:`models.allocator`), so the growth is what the variant adds over the network."""
     args, scorer, x = common.child_setup(settings)
     frames = common.synthetic_clip(args.frames, args.size)
     tubes, target = clip_tubes(frames, args.size), predicted_class(scorer, x)
-    with torch.inference_mode():
-        scorer.logits(x[None].expand(args.batch_size, -1, -1, -1, -1))
     return common.peak_growth_mb(
         lambda: VARIANTS[variant](scorer, x, tubes, target, args.batch_size), scorer.device)
 
@@ -110,10 +105,7 @@ def allocator_child(settings: dict, retain: bool) -> dict:
     """The plain forwards (best of 2) with glibc's default thresholds or with freed memory
     retained (:mod:`models.allocator`, which every Scorer on the CPU applies): seconds, minor
     page faults and kernel seconds."""
-    if not retain:
-        import transforms.scoring  # noqa: PLC0415  (this child only: the glibc default)
-        transforms.scoring.retain_freed_memory = lambda: False  # type: ignore[assignment]
-    args, scorer, x = common.child_setup(settings)
+    args, scorer, x = common.child_setup(settings, retain)
     tubes = clip_tubes(common.synthetic_clip(args.frames, args.size), args.size)
     runs = []
     for _ in range(2):

@@ -28,15 +28,16 @@ def occlusion_masks(boxes: torch.Tensor, members: torch.Tensor, frame_size: tupl
     """
     height, width = frame_size
     b = boxes[members]  # (B, M, T, 4)
+    n, m, t = b.shape[:3]
     ys = torch.arange(height, device=boxes.device)
     xs = torch.arange(width, device=boxes.device)
     in_y = (ys >= b[..., 1, None]) & (ys < b[..., 3, None])  # (B, M, T, H)
     in_x = (xs >= b[..., 0, None]) & (xs < b[..., 2, None])  # (B, M, T, W)
-    occluded = torch.zeros((b.shape[0], b.shape[2], height, width), dtype=torch.bool,
-                           device=boxes.device)
-    for m in range(b.shape[1]):  # M = K + 1 is small; avoids a (B, M, T, H, W) temporary
-        occluded |= in_y[:, m, :, :, None] & in_x[:, m, :, None, :]
-    return occluded
+    # Covered where some member's row and column both are: Σ_m in_y[m, y] · in_x[m, x] > 0,
+    # one batched (H × M) @ (M × W) product per mask and frame (exact: small integer counts).
+    rows = in_y.permute(0, 2, 3, 1).reshape(n * t, height, m).float()
+    cols = in_x.permute(0, 2, 1, 3).reshape(n * t, m, width).float()
+    return (torch.bmm(rows, cols) > 0).reshape(n, t, height, width)
 
 
 def mask_members(indices: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
