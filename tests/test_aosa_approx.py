@@ -99,7 +99,9 @@ def make_engine(model: nn.Module, x: torch.Tensor, target: int, batch_size: int 
 
 
 def local_mean(aggregation: str = "mean") -> MethodOptions:
-    return MethodOptions(aggregation=aggregation, fill="local_mean", fill_window=WINDOW)
+    """The paper's AOSA-approx: conditional (local-mean) fill and §3.5.3's adjustment on."""
+    return MethodOptions(aggregation=aggregation, fill="local_mean", fill_window=WINDOW,
+                         approx_adjust=True)
 
 
 def explain(method: str, engine: PerturbationEngine, tubes: Tubes,
@@ -139,10 +141,22 @@ def test_default_fill_is_the_local_mean():
     tubes, x, model = tubes_for(8, 2), two_region_clip(), TwoRegionModel()
     got = explain("aosa_approx", make_engine(model, x, 0), tubes,
                   MethodOptions(fill_window=WINDOW))
-    want = explain("aosa_approx", make_engine(model, x, 0), tubes, local_mean())
+    want = explain("aosa_approx", make_engine(model, x, 0), tubes,
+                   MethodOptions(fill="local_mean", fill_window=WINDOW))
     other = explain("aosa_approx", make_engine(model, x, 0), tubes, MethodOptions(fill="mean"))
     np.testing.assert_array_equal(got, want)
     assert np.abs(other - want).max() > 1e-3
+
+
+def test_the_adjustment_is_off_by_default():
+    """Default: the plain first-order estimates, one gradient (docs/METHODS.md says why);
+    ``approx_adjust`` adds the outlying tails' gradients on a clip that has outliers."""
+    tubes, x, model = tubes_for(4, 2), two_region_clip(), TwoRegionModel()
+    plain = make_engine(model, x, 0)
+    explain("aosa_approx", plain, tubes, MethodOptions(fill_window=WINDOW))
+    adjusted = make_engine(model, x, 0)
+    explain("aosa_approx", adjusted, tubes, local_mean())
+    assert (plain.passes.backward, adjusted.passes.backward) == (1, 2)  # one tail here
 
 
 @pytest.mark.parametrize("values,fences,low,high", [

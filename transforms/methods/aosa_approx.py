@@ -42,7 +42,8 @@ Steps:
    sums per frame from d's summed-area table, :func:`box_mask_sums`; :func:`taylor_changes` is
    the same sum over dense masks); no forward pass per mask.
 
-3. **Derivative adjustment** (§3.5.3). Tukey fences q1 − 1.5·IQR and q3 + 1.5·IQR on the N
+3. **Derivative adjustment** (§3.5.3; off unless ``--approx-adjust``: docs/METHODS.md says
+   why). Tukey fences q1 − 1.5·IQR and q3 + 1.5·IQR on the N
    estimated changes Δ_i = f̂(V̂_i) − f(V) (strictly outside = outlier; quartiles by linear
    interpolation, numpy's default). For each tail with outliers, ONE new gradient is taken at
    V̂_e, the clip occluded (with the same fill μ) by the tail's most extreme mask e (lowest Δ for
@@ -106,8 +107,9 @@ from transforms.perturbation import PerturbationEngine, occlude
 from transforms.tubes import BOX_SIZE, STRIDE, TOPK
 
 APPROX_ADJUST = Option(
-    "approx_adjust", bool, True,
-    "AOSA-approx without the derivative adjustment of outlying estimates (§3.5.3)")
+    "approx_adjust", bool, False,
+    "AOSA-approx with the paper's derivative adjustment of outlying estimates (§3.5.3; why it "
+    "is off by default: docs/METHODS.md)")
 
 TUKEY_K = 1.5
 """Fence multiplier of the outlier rule (§3.5.3: 1.5 × IQR)."""
@@ -336,7 +338,8 @@ class _TubeTaylor(TubeMethod):
 
 @register_method("aosa_approx")
 class AOSAApprox(_TubeTaylor):
-    """AOSA-approx: integrated tube masks, first-order estimates with derivative adjustment."""
+    """AOSA-approx: integrated tube masks, first-order estimates (§3.5.3's derivative adjustment
+    with ``--approx-adjust``)."""
 
     name = "aosa_approx"
     integrate = True
@@ -345,7 +348,8 @@ class AOSAApprox(_TubeTaylor):
 
 @register_method("aosa_sgl_approx")
 class AOSASingleApprox(_TubeTaylor):
-    """AOSA_SGL-approx: single tube masks, first-order estimates with derivative adjustment."""
+    """AOSA_SGL-approx: single tube masks, first-order estimates (§3.5.3's derivative adjustment
+    with ``--approx-adjust``)."""
 
     name = "aosa_sgl_approx"
     integrate = False
