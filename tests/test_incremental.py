@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from scipy.stats import spearmanr
 from torch import nn
 from torch.fx.interpreter import Interpreter
 
@@ -33,6 +34,7 @@ from pipeline.options import VidxaiOptions, config_from_options
 from tests.test_tubes import translating_clip
 from transforms.explain import ExplainSettings, explain_clip
 from transforms.methods import get_method
+from transforms.methods.base import MethodOptions
 from transforms.methods.osa import osa_saliency
 from transforms.perturbation import PerturbationEngine
 from transforms.records import ClipData, ClipRef, ClipTubes
@@ -421,10 +423,6 @@ def test_incremental_keep_option_reaches_the_tube_methods_and_stays_close():
     at keep 0.9 differs from the exact one (the approximation is on) but ranks the voxels the
     same way (Spearman ≥ 0.99, the issue's bar; the benchmark measures it on r3d_18), and every
     layer's cut drops at most 1 − keep of its change."""
-    from scipy.stats import spearmanr
-
-    from transforms.methods.base import MethodOptions
-
     frames, size, stride, box, score = NETWORKS["synth_small3d"]
     scorer = network_scorer("synth_small3d")
     clip = translating_clip(2, 1, frames=frames, size=size, seed=3)

@@ -181,10 +181,10 @@ def chooser(run: RunData, alpha: float = 0.05) -> list[dict]:
     by_model: dict[tuple[str, str], list[Group]] = {}
     for g in groups:
         by_model.setdefault(g[:2], []).append(g)
-    rows = []
+    rows, metrics = [], present_metrics(run)
     for members in by_model.values():
         seconds = {g: float(np.nanmean(run.column("seconds", groups[g]))) for g in members}
-        for m in present_metrics(run):
+        for m in metrics:
             values = {g: per_clip(run, groups[g], m.column) for g in members}
             means = {g: float(np.nanmean(list(v.values()))) for g, v in values.items()
                      if np.isfinite(list(v.values())).any()}
