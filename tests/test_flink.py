@@ -63,6 +63,8 @@ def test_flink_run_counts_maps_dead_letters_and_incremental_skip(tmp_path, video
                                                                   job_server_jar, caplog):
     (video_dir / "zero.mp4").write_bytes(b"")  # the bad clip: an empty file
     out, local = tmp_path / "flink", tmp_path / "local"
+    jvm_tmp = tmp_path / "jvm-tmp"
+    jvm_tmp.mkdir()
     args = ["--input", str(video_dir), *SMALL, "--methods", "aosa,aosa_sgl",
             "--max-failed-fraction", "1"]  # 1 of 4 clips is bad on purpose
     caplog.set_level(logging.INFO, logger="FlinkJarJobServer")  # the job server's own log
@@ -70,7 +72,10 @@ def test_flink_run_counts_maps_dead_letters_and_incremental_skip(tmp_path, video
         flink_args = [*args, "--output", str(out), "--runner", "FlinkRunner",
                       "--flink_master", "[local]", "--flink_version", flink.FLINK_VERSION,
                       "--flink_job_server_jar", str(job_server_jar), "--parallelism", "2",
-                      "--environment_type", "EXTERNAL", "--environment_config", pool.endpoint]
+                      "--environment_type", "EXTERNAL", "--environment_config", pool.endpoint,
+                      # Beam stops the job server with SIGINT, then SIGKILL after 5 s: Flink's
+                      # flink-rpc-akka*.jar (22 MB) stays in the JVM's temp dir. Keep it here.
+                      f"--job_server_jvm_properties=-Djava.io.tmpdir={jvm_tmp}"]
         try:
             assert run_pipeline.main(flink_args) == 0
             first = json.loads((out / "run.json").read_text())
