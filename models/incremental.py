@@ -27,8 +27,9 @@ How (per batch of B clips, activations ``(B, C, T, H, W)``):
   halo (the layer's padding read as 0, or −inf for max-pools) into one ``(n, C, t, h, w)``
   batch, run through the layer in one call, and pasted into B copies of the clean output.
   When they cover more than ``threshold`` of the output the layer runs in full instead (its
-  region is still tracked, so later layers may go back to tiles). Pointwise nodes that
-  follow a conv / pool alone (batch norm, ReLU) run on its tiles with it;
+  region is still tracked, so later layers may go back to tiles). Nodes that follow a conv /
+  pool alone and are pointwise in space (batch norm, ReLU, 1 × 1 × 1 stride-1 convs) run on
+  its tiles with it;
 * memory: each value of a batch is freed after its last reader, as in a plain forward.
 
 Why tiles and not one box per clip: AOSA's integrated masks unite a tube with its K most
@@ -69,8 +70,10 @@ DEFAULT_THRESHOLD = 0.6
 DEFAULT_GRID: Triple = (1, 14, 14)
 """Tiles per axis (T, H, W) of each layer's output. One tile in T: a tube occludes every
 frame, so splitting T only adds temporal halos (docs/DESIGN.md)."""
-MIN_TILE = 4
-"""Smallest tile side (where the axis is longer): a smaller tile re-reads its halo too often."""
+MIN_TILE = 2
+"""Smallest tile side (where the axis is longer): a smaller tile re-reads its halo too often.
+2 rather than 4: I3D's 14 x 14 and 7 x 7 layers then track their change closer, 1.5-1.8 %
+faster on I3D, the same on r3d_18 (docs/BENCHMARKS.md)."""
 
 _POINTWISE_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6,
                       nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid,
@@ -160,7 +163,9 @@ def propagate_region(region: torch.Tensor, win: Window) -> torch.Tensor:
     """Changed output cells of a sliding-window layer (the module docstring's window rule on
     every axis, voxel-exact for any region shape).
 
-    A box maximum is separable, so the three axes are pooled one after the other.
+    "Any changed cell in the window" is separable, so the three axes are reduced one after
+    the other, on uint8 windows (``unfold``): on CPU this is about 10x faster than a float
+    max-pool, which also computes the argmax of every window.
 
     Args:
         region: float (B, 1, T, H, W), 1 where the layer's input may differ from the clean one.
@@ -169,14 +174,15 @@ def propagate_region(region: torch.Tensor, win: Window) -> torch.Tensor:
         float (B, 1, T', H', W'): 1 where an output window reads a changed input cell.
     """
     pads = pads_of(win)
-    out = F.pad(region, pads) if any(pads) else region
+    out = region.to(torch.uint8)
+    if any(pads):
+        out = F.pad(out, pads)
     for axis in range(3):
-        kernel, stride, dilation = [1, 1, 1], [1, 1, 1], [1, 1, 1]
-        kernel[axis], stride[axis] = win.kernel[axis], win.stride[axis]
-        dilation[axis] = win.dilation[axis]
-        if kernel[axis] > 1 or stride[axis] > 1:
-            out = F.max_pool3d(out, kernel, stride, 0, dilation)
-    return out
+        k, s, d = win.kernel[axis], win.stride[axis], win.dilation[axis]
+        if k > 1 or s > 1:
+            windows = out.unfold(2 + axis, d * (k - 1) + 1, s)[..., ::d]
+            out = windows.any(-1).to(torch.uint8)
+    return out.to(region.dtype)
 
 
 def tile_starts(size: int, tile: int) -> list[int]:
@@ -324,19 +330,34 @@ class IncrementalExecutor:
         return frees
 
     def _pointwise_chains(self) -> dict[fx.Node, list[fx.Node]]:
-        """window node → the pointwise nodes that follow it alone (conv → batch norm → ReLU):
-        they run on its changed tiles only, never on the whole activation."""
+        """window node → the nodes that follow it alone and are pointwise in space (batch
+        norm, ReLU, and 1 × 1 × 1 convolutions of stride 1, as I3D's max-pool → 1 × 1 × 1
+        conv branch): they run on its changed tiles only, and the window's own output is never
+        made whole."""
         chains: dict[fx.Node, list[fx.Node]] = {}
         for node in self._windows:
             chain, cur = [], node
             while len(cur.users) == 1:
                 nxt = next(iter(cur.users))
-                if not (self._pointwise(nxt) and nxt.all_input_nodes == [cur]):
+                if not ((self._pointwise(nxt) or self._pointwise_conv(nxt))
+                        and nxt.all_input_nodes == [cur]):
                     break
                 chain.append(nxt)
                 cur = nxt
             chains[node] = chain
         return chains
+
+    def _pointwise_conv(self, node: fx.Node) -> bool:
+        """A convolution that maps each cell to the same cell (1 × 1 × 1, stride 1, no
+        padding): on a tile it computes exactly that tile."""
+        win = self._windows.get(node)
+        return (win is not None and win.macs_per_output > 0 and win.kernel == (1, 1, 1)
+                and win.stride == (1, 1, 1) and win.pad_before == win.pad_after == (0, 0, 0))
+
+    def _macs_per_output(self, node: fx.Node) -> int:
+        """Window ``node``'s MACs per output cell, with its chain's 1 × 1 × 1 convolutions."""
+        return self._windows[node].macs_per_output + sum(
+            self._windows[p].macs_per_output for p in self._chains[node] if p in self._windows)
 
     def _input_dependent(self) -> set[fx.Node]:
         dep: set[fx.Node] = set()
@@ -381,7 +402,7 @@ class IncrementalExecutor:
             raise ValueError(f"batch {tuple(batch.shape)} does not match the clean clip "
                              f"{tuple(self.clean_input.shape)}")
         self.macs.full += batch.shape[0] * self._full_macs
-        region = (batch != self.clean_input).any(dim=1, keepdim=True).to(torch.float32)
+        region = changed_cells(batch, self.clean_input)
         env: dict[fx.Node, _Value] = {}
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
@@ -441,7 +462,7 @@ class IncrementalExecutor:
         clean_out = self.clean[chain[-1] if chain else node]
         b = x.shape[0]
         if src.region is None:
-            self.macs.done += b * win.macs_per_output * math.prod(clean_out.shape[2:])
+            self.macs.done += b * self._macs_per_output(node) * math.prod(clean_out.shape[2:])
             return _Value(self._chain(node, self._dense(node, {node.args[0]: x})), None)
         region = propagate_region(src.region, win)
         out_shape = tuple(clean_out.shape[2:])
@@ -449,15 +470,13 @@ class IncrementalExecutor:
                                                                         strict=True))
         tiles = changed_tiles(region, tile)
         grid = tuple(-(-n // t) for n, t in zip(out_shape, tile, strict=True))
-        if len(tiles) > self.threshold * b * math.prod(grid):
-            self.macs.done += b * win.macs_per_output * math.prod(out_shape)
+        if not self._worth_tiling(win, len(tiles), tile, b * math.prod(grid)):
+            self.macs.done += b * self._macs_per_output(node) * math.prod(out_shape)
             out = self._chain(node, self._dense(node, {node.args[0]: x}))
             if self.keep >= 1.0:
                 return _Value(out, region)
             return _Value(out, self._cut(node, change_mass(out, clean_out) * region))
-        fmt = _memory_format(x)
-        out = torch.empty_like(clean_out.expand(b, *clean_out.shape[1:]), memory_format=fmt)
-        out.copy_(clean_out.expand_as(out))
+        out = repeat_clean(clean_out, b, _memory_format(x))
         if len(tiles) == 0:
             return _Value(out, region)
         starts = [torch.tensor(tile_starts(n, t), device=x.device)
@@ -473,7 +492,7 @@ class IncrementalExecutor:
         y = self._chain(node, win.run(gather_boxes(x, samples, corners * stride - before,
                                                    span, win.pad_value)))
         paste_boxes(out, samples[:n], corners[:n], y[:n])
-        self.macs.done += len(tiles) * win.macs_per_output * math.prod(tile)
+        self.macs.done += len(tiles) * self._macs_per_output(node) * math.prod(tile)
         if self.keep >= 1.0:
             return _Value(out, region)
         # The change is measured on the computed tiles only: elsewhere out is the clean copy.
@@ -481,6 +500,10 @@ class IncrementalExecutor:
         change = torch.zeros_like(region)
         paste_boxes(change, samples[:n], corners[:n], change_mass(y[:n], clean_tiles))
         return _Value(out, self._cut(node, change * region))
+
+    def _worth_tiling(self, win: Window, n: int, tile: Triple, total: int) -> bool:
+        """Whether ``n`` changed tiles of ``total`` are cheaper than the whole layer."""
+        return n <= self.threshold * total
 
     def _chain(self, node: fx.Node, y: torch.Tensor) -> torch.Tensor:
         """Window ``node``'s fused pointwise chain applied to its output or to tiles of it."""
@@ -497,6 +520,25 @@ class IncrementalExecutor:
         total = float(change.sum())
         self.dropped.append((node.name, total - float((change * kept).sum()), total))
         return kept
+
+
+def changed_cells(batch: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Where a clip differs from the clean one in any channel.
+
+    One comparison per channel, OR-ed: on CPU 1.7x faster for channels-last RGB clips than
+    ``(batch != clean).any(1)``, whose reduction runs over a 3-long innermost axis.
+
+    Args:
+        batch: (B, C, T, H, W).
+        clean: (1, C, T, H, W).
+
+    Returns:
+        float32 (B, 1, T, H, W): 1 where changed.
+    """
+    region = batch[:, :1] != clean[:, :1]
+    for c in range(1, batch.shape[1]):
+        region |= batch[:, c:c + 1] != clean[:, c:c + 1]
+    return region.to(torch.float32)
 
 
 def change_mass(out: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
@@ -548,6 +590,31 @@ def bucket(n: int) -> int:
     return max(n, round(2 ** (k / 4)))
 
 
+def repeat_clean(clean: torch.Tensor, b: int, fmt: torch.memory_format) -> torch.Tensor:
+    """``b`` copies of a clean activation, in memory format ``fmt``.
+
+    When ``clean`` is already laid out in ``fmt`` the copy is one flat (b, numel) broadcast:
+    on CPU 3x faster for I3D's first activation (64 × 8 × 112 × 112) than a 5-D broadcast
+    copy, whose channels-last inner loop is short.
+
+    Args:
+        clean: (1, C, T, H, W).
+        b: copies.
+        fmt: ``torch.contiguous_format`` or ``torch.channels_last_3d``.
+
+    Returns:
+        (b, C, T, H, W) in ``fmt``.
+    """
+    out = torch.empty_like(clean.expand(b, *clean.shape[1:]), memory_format=fmt)
+    order = (0, 2, 3, 4, 1) if fmt == torch.channels_last_3d else (0, 1, 2, 3, 4)
+    if clean.is_contiguous(memory_format=fmt):
+        flat = out.permute(order).view(b, -1)  # a view: out is laid out in that order
+        flat.copy_(clean.permute(order).reshape(1, -1).expand_as(flat))
+    else:
+        out.copy_(clean.expand_as(out))
+    return out
+
+
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return (torch.channels_last_3d if x.ndim == 5 and x.is_contiguous(
         memory_format=torch.channels_last_3d) and not x.is_contiguous()
@@ -580,6 +647,8 @@ def gather_boxes(x: torch.Tensor, samples: torch.Tensor, corners: torch.Tensor,
         (n, C, *span) in ``torch.channels_last_3d`` layout (channels innermost, the gather's
         natural order).
     """
+    if _by_slices(x, span):
+        return _gather_by_slices(x, samples, corners, span, pad_value)
     size = torch.tensor(x.shape[2:], device=x.device)
     inside = (corners >= 0).all() and (corners + torch.tensor(span, device=x.device)
                                        <= size).all()
@@ -587,14 +656,53 @@ def gather_boxes(x: torch.Tensor, samples: torch.Tensor, corners: torch.Tensor,
         index = _box_index(samples, corners, span)
         return x.permute(0, 2, 3, 4, 1)[index].permute(0, 4, 1, 2, 3)
     index = list(_box_index(samples, corners, span))
-    valid = None
+    inside_axis = []
     for a in range(3):  # clamp each axis into x; remember which cells were outside
         pos = index[a + 1]
-        ok = (pos >= 0) & (pos < size[a])
-        valid = ok if valid is None else valid & ok
+        inside_axis.append(((pos >= 0) & (pos < size[a])).reshape(len(samples), span[a]))
         index[a + 1] = pos.clamp(0, int(size[a]) - 1)
     out = x.permute(0, 2, 3, 4, 1)[tuple(index)]  # (n, t, h, w, C)
-    out.masked_fill_(~valid[..., None], pad_value)
+    # Outside cells lie in slabs at the start and end of each axis (at most the layer's
+    # padding deep): fill those slabs only, not the whole gathered tensor.
+    for a in range(3):
+        low = max(0, -int(corners[:, a].min()))
+        high = max(0, int(corners[:, a].max()) + span[a] - int(size[a]))
+        for start, depth in ((0, min(low, span[a])), (max(span[a] - high, 0), min(high, span[a]))):
+            if depth:
+                shape = [len(samples), 1, 1, 1, 1]
+                shape[a + 1] = depth
+                outside = ~inside_axis[a][:, start:start + depth].reshape(shape)
+                out.narrow(a + 1, start, depth).masked_fill_(outside, pad_value)
+    return out.permute(0, 4, 1, 2, 3)
+
+
+# On CPU, boxes of at least this many bytes are copied one slice at a time: 2-4x faster than
+# one advanced-indexing call, whose per-element index arithmetic costs more than the Python
+# loop once a box holds a few thousand channel vectors (docs/BENCHMARKS.md, "incremental").
+SLICE_BOX_BYTES = 1 << 16
+
+
+def _by_slices(x: torch.Tensor, span: Sequence[int]) -> bool:
+    return (x.device.type == "cpu"
+            and x.shape[1] * math.prod(span) * x.element_size() >= SLICE_BOX_BYTES)
+
+
+def _gather_by_slices(x: torch.Tensor, samples: torch.Tensor, corners: torch.Tensor,
+                      span: Triple, pad_value: float) -> torch.Tensor:
+    """:func:`gather_boxes` by one slice copy per box (a box that reaches outside ``x`` is
+    filled with ``pad_value`` first)."""
+    xl = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
+    out = torch.empty((len(samples), *span, x.shape[1]), dtype=x.dtype, device=x.device)
+    size = tuple(x.shape[2:])
+    for i, (s, corner) in enumerate(zip(samples.tolist(), corners.tolist(), strict=True)):
+        lo = [max(c, 0) for c in corner]
+        hi = [min(c + w, n) for c, w, n in zip(corner, span, size, strict=True)]
+        if lo != corner or any(h != c + w for h, c, w in zip(hi, corner, span, strict=True)):
+            out[i].fill_(pad_value)
+        if all(h > low for low, h in zip(lo, hi, strict=True)):
+            out[i, lo[0] - corner[0]:hi[0] - corner[0], lo[1] - corner[1]:hi[1] - corner[1],
+                lo[2] - corner[2]:hi[2] - corner[2]] = xl[s, lo[0]:hi[0], lo[1]:hi[1],
+                                                         lo[2]:hi[2]]
     return out.permute(0, 4, 1, 2, 3)
 
 
@@ -609,6 +717,13 @@ def paste_boxes(out: torch.Tensor, samples: torch.Tensor, corners: torch.Tensor,
         corners: int64 (n, 3) (t, y, x) start of each box.
         patches: (n, C, t, h, w).
     """
+    if _by_slices(patches, patches.shape[2:]):
+        outl, patchl = out.permute(0, 2, 3, 4, 1), patches.permute(0, 2, 3, 4, 1)
+        t, h, w = patches.shape[2:]
+        for i, (s, (a, b, c)) in enumerate(zip(samples.tolist(), corners.tolist(),
+                                               strict=True)):
+            outl[s, a:a + t, b:b + h, c:c + w] = patchl[i]
+        return
     out.permute(0, 2, 3, 4, 1)[_box_index(samples, corners, patches.shape[2:])] = (
         patches.permute(0, 2, 3, 4, 1).to(out.dtype))
 

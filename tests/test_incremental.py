@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import nn
 from torch.fx.interpreter import Interpreter
@@ -23,6 +24,9 @@ import models.torchvision_video  # noqa: F401
 from models.incremental import (
     IncrementalExecutor,
     Window,
+    gather_boxes,
+    pads_of,
+    paste_boxes,
     propagate_region,
     threshold_region,
     trace,
@@ -438,3 +442,74 @@ def test_incremental_keep_option_reaches_the_tube_methods_and_stays_close():
                                     for _, d, t in executor.dropped)
     assert not torch.equal(maps[1.0], maps[0.9])
     assert spearmanr(maps[1.0].numpy(), maps[0.9].numpy()).statistic >= 0.99
+
+
+@pytest.mark.parametrize("slice_bytes", [0, 1 << 40], ids=["slices", "indexing"])
+@pytest.mark.parametrize("pad_value", [0.0, float("-inf")])
+def test_gather_boxes_reads_the_pad_value_outside_known_answers(pad_value, slice_bytes,
+                                                                monkeypatch):
+    """Boxes inside, across each border and past both ends of an axis: every cell equals the
+    same box cut from the input padded by ``F.pad`` (an independent reference), whether the
+    boxes are copied one slice at a time or by one indexing call."""
+    monkeypatch.setattr(models.incremental, "SLICE_BOX_BYTES", slice_bytes)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 4, 6, 7, generator=g)
+    span = (4, 5, 9)  # W span 9 > 7: a box can stick out at both ends at once
+    corners = torch.tensor([[0, 0, 0], [0, 1, -1], [0, -2, -2], [0, 2, -1], [0, -1, 0]])
+    samples = torch.tensor([0, 1, 1, 0, 1])
+    m = 3
+    padded = F.pad(x, [m] * 6, value=pad_value)
+    got = gather_boxes(x, samples, corners, span, pad_value)
+    for i, (s, (t, y, w)) in enumerate(zip(samples.tolist(), corners.tolist(), strict=True)):
+        want = padded[s, :, t + m:t + m + span[0], y + m:y + m + span[1], w + m:w + m + span[2]]
+        assert torch.equal(got[i], want), i
+
+
+@pytest.mark.parametrize("kernel,stride,dilation", [
+    ((7, 7, 7), (2, 2, 2), (1, 1, 1)), ((1, 3, 3), (1, 2, 2), (1, 1, 1)),
+    ((3, 3, 3), (1, 1, 1), (2, 3, 1)), ((1, 1, 1), (2, 3, 2), (1, 1, 1)),
+    ((2, 2, 2), (3, 3, 3), (1, 1, 1))])
+def test_propagated_region_equals_a_float_max_pool(kernel, stride, dilation):
+    """The uint8 window reduction against PyTorch's max-pool of the padded region."""
+    g = torch.Generator().manual_seed(4)
+    region = (torch.rand(2, 1, 9, 17, 20, generator=g) > 0.93).float()
+    win = Window(kernel, stride, dilation, (1, 2, 0), (2, 1, 3), 0.0, 1, nn.Identity())
+    want = F.max_pool3d(F.pad(region, pads_of(win)), kernel, stride, 0, dilation)
+    assert torch.equal(propagate_region(region, win), want)
+
+
+@pytest.mark.parametrize("slice_bytes", [0, 1 << 40], ids=["slices", "indexing"])
+def test_paste_boxes_writes_each_box_and_nothing_else(slice_bytes, monkeypatch):
+    monkeypatch.setattr(models.incremental, "SLICE_BOX_BYTES", slice_bytes)
+    g = torch.Generator().manual_seed(5)
+    out = torch.randn(3, 4, 5, 8, 9, generator=g).contiguous(
+        memory_format=torch.channels_last_3d)
+    want = out.clone()
+    samples, corners = torch.tensor([2, 0, 2]), torch.tensor([[0, 0, 0], [1, 4, 5], [1, 5, 6]])
+    patches = torch.randn(3, 4, 3, 3, 3, generator=g)
+    for s, (t, y, x), patch in zip(samples.tolist(), corners.tolist(), patches, strict=True):
+        want[s, :, t:t + 3, y:y + 3, x:x + 3] = patch
+    paste_boxes(out, samples, corners, patches)
+    assert torch.equal(out, want)
+
+
+def test_pool_then_pointwise_conv_runs_on_the_pools_tiles_and_counts_its_macs():
+    """I3D's max-pool → 1 x 1 x 1 conv branch is one chain (the pool's output is never made
+    whole); every conv's MACs are still counted: a clip changed everywhere computes all of
+    them, an unchanged one none of those before the global pooling."""
+    scorer = network_scorer("i3d_kinetics400")
+    frames, size = NETWORKS["i3d_kinetics400"][:2]
+    x = scorer.to_input(translating_clip(1, 1, frames=frames, size=size, seed=6))
+    with torch.inference_mode():
+        logits = scorer.incremental(x)
+        ex = logits.executor
+        fused = [[p.name for p in chain if p in ex._windows]
+                 for node, chain in ex._chains.items() if "branch_3_max_pool" in node.name]
+        assert fused and all(len(f) == 1 and f[0].endswith("conv3d_0b_1x1_conv")
+                             for f in fused)
+        logits(x[None])
+        unchanged = ex.macs.done  # only the classifier after the global pooling
+        assert unchanged < 1e-3 * ex.macs.full
+        batch = x[None] + 1.0
+        torch.testing.assert_close(logits(batch), scorer.logits(batch), rtol=1e-4, atol=1e-4)
+        assert ex.macs.done - unchanged == ex.macs.full // 2
