@@ -45,6 +45,7 @@ import models.torchvision_video  # noqa: F401
 from benchmarks import common
 from models.incremental import DEFAULT_GRID
 from models.registry import build_network, get_spec
+from pipeline.apps import footage
 from transforms.decode import decode_clip, video_frame_count
 from transforms.masks import tube_mask_batches
 from transforms.methods.aosa import aggregate
@@ -105,8 +106,10 @@ def run_one(name: str, motion: str, kind: str, args: argparse.Namespace) -> dict
     if motion in ("static", "pan"):
         clip = synthetic_clip(frames, size, motion)
     else:  # a video file: its middle 16 frames
-        start = max(0, video_frame_count(motion) // 2 - frames // 2)
-        clip = decode_clip(motion, start, frames, size).frames
+        path = (str(footage.fetch(motion.split(":", 1)[1], footage.default_dest()))
+                if motion.startswith("footage:") else motion)
+        start = max(0, video_frame_count(path) // 2 - frames // 2)
+        clip = decode_clip(path, start, frames, size).frames
     tubes = tubes_from_frames(clip, stride, (2 * stride, 2 * stride), 3)
     if kind == "aosa_sgl":
         tubes = tubes.without_integration()
@@ -168,7 +171,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="r3d_18,synth_small3d,i3d_kinetics400")
     p.add_argument("--motion", default="static,pan",
-                   help="comma list of clips: static, pan (synthetic) or video file paths")
+                   help="comma list of clips: static, pan (synthetic), footage:NAME (a real "
+                   "clip of pipeline.apps.footage, fetched once) or video file paths")
     p.add_argument("--pretrained", action="store_true",
                    help="the networks' built-in pretrained weights where they have them (map "
                         "fidelity on a real network; timing does not depend on the weights)")

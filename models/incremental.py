@@ -17,8 +17,8 @@ How (per batch of B clips, activations ``(B, C, T, H, W)``):
 * region rules: a convolution or pooling with kernel k, stride s, dilation d and padding p
   changes the outputs whose window meets a changed input cell — per axis
   ``[ceil((a + p − d(k − 1)) / s), floor((b − 1 + p) / s) + 1)`` for
-  an input range [a, b); for any region shape :func:`propagate_region` (a max-pool of the
-  region with the layer's geometry: exact, not a bounding box). Pointwise layers (eval-mode
+  an input range [a, b); for any region shape :func:`propagate_region` ("any changed cell
+  in the window" with the layer's geometry: exact, not a bounding box). Pointwise layers (eval-mode
   batch norm, ReLU, dropout, ...) keep the region; ``+`` and ``torch.cat`` on channels take
   the union. Anything else (global pooling, flatten, the linear head) runs in full and its
   region is "everywhere";
