@@ -70,10 +70,9 @@ DEFAULT_THRESHOLD = 0.6
 DEFAULT_GRID: Triple = (1, 14, 14)
 """Tiles per axis (T, H, W) of each layer's output. One tile in T: a tube occludes every
 frame, so splitting T only adds temporal halos (docs/DESIGN.md)."""
-MIN_TILE = 2
-"""Smallest tile side (where the axis is longer): a smaller tile re-reads its halo too often.
-2 rather than 4: I3D's 14 x 14 and 7 x 7 layers then track their change closer, 1.5-1.8 %
-faster on I3D, the same on r3d_18 (docs/BENCHMARKS.md)."""
+MIN_TILE = 4
+"""Smallest tile side (where the axis is longer): a smaller tile re-reads its halo too often
+(2 was 1.5 % faster on I3D, 4 % slower on r3d_18 at ``keep`` 0.9: docs/BENCHMARKS.md)."""
 
 _POINTWISE_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6,
                       nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid,
