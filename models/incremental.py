@@ -469,7 +469,7 @@ class IncrementalExecutor:
                                                                         strict=True))
         tiles = changed_tiles(region, tile)
         grid = tuple(-(-n // t) for n, t in zip(out_shape, tile, strict=True))
-        if not self._worth_tiling(win, len(tiles), tile, b * math.prod(grid)):
+        if len(tiles) > self.threshold * b * math.prod(grid):
             self.macs.done += b * self._macs_per_output(node) * math.prod(out_shape)
             out = self._chain(node, self._dense(node, {node.args[0]: x}))
             if self.keep >= 1.0:
@@ -499,10 +499,6 @@ class IncrementalExecutor:
         change = torch.zeros_like(region)
         paste_boxes(change, samples[:n], corners[:n], change_mass(y[:n], clean_tiles))
         return _Value(out, self._cut(node, change * region))
-
-    def _worth_tiling(self, win: Window, n: int, tile: Triple, total: int) -> bool:
-        """Whether ``n`` changed tiles of ``total`` are cheaper than the whole layer."""
-        return n <= self.threshold * total
 
     def _chain(self, node: fx.Node, y: torch.Tensor) -> torch.Tensor:
         """Window ``node``'s fused pointwise chain applied to its output or to tiles of it."""
