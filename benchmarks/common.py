@@ -177,6 +177,27 @@ class NetworkClock:
         return call
 
 
+SAME_FORWARDS_BAND = 1.03
+"""Two variants that run the same forwards tie when their time ratio is at most this: the
+totals differ only by each variant's own work outside the network (tens of ms in ~8.5 s),
+and repeated runs of the very same forwards spread by more (``dense_masks``, 2026-11-30,
+nine runs: 0.975–1.024, mean 1.004; docs/BENCHMARKS.md)."""
+
+
+def same_forwards_lines(times: dict[str, float], network: dict[str, float], a: str, b: str,
+                        forwards: int) -> str:
+    """The time lines of two variants that run the same ``forwards``: the totals (target
+    <= 1, a tie up to :data:`SAME_FORWARDS_BAND`) and their split inside / outside the
+    network (:class:`NetworkClock`)."""
+    own = {k: times[k] - network[k] for k in (a, b)}
+    return (f"time      {a} {times[a]:.2f} s, {b} {times[b]:.2f} s ({forwards} forwards each): "
+            f"{a} / {b} = {fmt_ratio(times[a], times[b])} (target <= 1; the same forwards, so "
+            f"it is judged a tie up to {SAME_FORWARDS_BAND:g}, their run-to-run spread)\n"
+            f"          of which in the network: {a} {network[a]:.2f} s, {b} {network[b]:.2f} "
+            f"s; outside it: {a} {own[a]:.3f} s, {b} {own[b]:.3f} s: {a} / {b} = "
+            f"{fmt_ratio(own[a], own[b])} (what the totals differ by)")
+
+
 # --- Peak memory in a fresh process ---------------------------------------------------------
 
 

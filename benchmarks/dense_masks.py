@@ -145,15 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
                               settings=common.settings_of(args), variant=k) for k in VARIANTS}
     peak = {k: v["peak_mb"] for k, v in mem.items()}
     extra = {k: max(peak[k] - peak["forwards"], 0.0) for k in ("aosa", "dense")}
-    print(f"time      aosa {t['aosa']:.2f} s, dense {t['dense']:.2f} s "
-          f"({tubes.num_masks + 1} forwards each): aosa / dense = "
-          f"{common.fmt_ratio(t['aosa'], t['dense'])} (target <= 1; "
-          "the same forwards, so it is judged a tie up to 1.03, their run-to-run spread)")
-    own = {k: t[k] - net[k] for k in ("aosa", "dense")}
-    print(f"          of which in the network: aosa {net['aosa']:.2f} s, dense "
-          f"{net['dense']:.2f} s; outside it: aosa {own['aosa']:.3f} s, dense "
-          f"{own['dense']:.3f} s: aosa / dense = {common.fmt_ratio(own['aosa'], own['dense'])} "
-          "(what the totals differ by)")
+    print(common.same_forwards_lines(t, net, "aosa", "dense", tubes.num_masks + 1))
     print(f"peak mem  aosa +{peak['aosa']:.0f} MB, dense +{peak['dense']:.0f} MB, plain forwards "
           f"+{peak['forwards']:.0f} MB (fresh process each): aosa / dense = "
           f"{common.fmt_ratio(peak['aosa'], peak['dense'])} (1 / "

@@ -78,14 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     net = {k: statistics.median(v) for k, v in inside.items()}
     mem = {k: common.in_child("benchmarks.osa_vs_captum:child",
                               settings=common.settings_of(args), variant=k) for k in VARIANTS}
-    print(f"time      osa {t['osa']:.2f} s, captum {t['captum']:.2f} s ({n + 1} forwards "
-          f"each): osa / captum = {common.fmt_ratio(t['osa'], t['captum'])} (target <= 1; "
-          "the same forwards, so it is judged a tie up to 1.03, their run-to-run spread)")
-    own = {k: t[k] - net[k] for k in VARIANTS}
-    print(f"          of which in the network: osa {net['osa']:.2f} s, captum "
-          f"{net['captum']:.2f} s; outside it: osa {own['osa']:.3f} s, captum "
-          f"{own['captum']:.3f} s: osa / captum = {common.fmt_ratio(own['osa'], own['captum'])} "
-          "(what the totals differ by)")
+    print(common.same_forwards_lines(t, net, "osa", "captum", n + 1))
     print(f"peak mem  osa +{mem['osa']['peak_mb']:.0f} MB, captum "
           f"+{mem['captum']['peak_mb']:.0f} MB (fresh process each, over "
           f"{mem['osa']['before_mb']:.0f} MB after loading): osa / captum = "

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from benchmarks.common import in_child
+from benchmarks.common import SAME_FORWARDS_BAND, in_child
 
 BENCHMARKS = ("pipeline_overhead", "osa_vs_captum", "dense_masks", "approx_vs_exact",
               "scaling", "flow_share", "startup", "batch_fill", "flink_vs_local",
@@ -34,13 +34,6 @@ OWN_SETTINGS: dict[str, list[list[str]]] = {
 }
 
 Verdict = tuple[str, float, str, "bool | None"]  # (what, measured, target, met; None: no target)
-
-
-SAME_FORWARDS_BAND = 1.03
-"""Two variants that run the same forwards tie when their time ratio is at most this: the
-totals differ only by each variant's own work outside the network (tens of ms in ~8.5 s),
-and repeated runs of the very same forwards spread by more (``dense_masks``, 2026-11-30,
-nine runs: 0.975–1.024, mean 1.004; docs/BENCHMARKS.md)."""
 
 
 def _same(r: dict, a: str, b: str) -> Verdict:

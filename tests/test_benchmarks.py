@@ -128,7 +128,8 @@ def test_run_all_summary_judges_every_target():
 
 
 def test_same_forwards_tie_band_edges():
-    from benchmarks.run_all import SAME_FORWARDS_BAND, _same
+    from benchmarks.common import SAME_FORWARDS_BAND
+    from benchmarks.run_all import _same
 
     def verdict(aosa: float) -> bool:
         return _same({"time": {"aosa": aosa, "dense": 1.0}}, "aosa", "dense")[3]
