@@ -65,6 +65,26 @@ def test_composite_puts_the_evidence_exactly_in_its_truth(kind: str) -> None:
         assert not (frames[inside][:, 0] == 7).all()
 
 
+def test_temporal_range_starts_halves_opens_or_closes_the_clip() -> None:
+    evidence, background = _clips(2)
+    settings = Settings(range_len=(8, 8), range_starts="halves")
+    ranges = {realbench.sample_composite(np.random.default_rng([5, i]), "temporal", evidence,
+                                         background, settings)[2] for i in range(40)}
+    assert ranges == {(0, 8), (8, 16)}  # both halves drawn, nothing else
+    short = Settings(range_len=(3, 5), range_starts="halves")
+    for i in range(40):
+        frames, _, (a, b), _ = realbench.sample_composite(
+            np.random.default_rng([6, i]), "temporal", evidence, background, short)
+        assert (a == 0 or b == FRAMES) and 3 <= b - a <= 5
+        assert np.array_equal(frames[a:b], evidence[:b - a])
+    anywhere = {realbench.sample_composite(np.random.default_rng([7, i]), "temporal", evidence,
+                                           background, Settings(range_len=(4, 4)))[2][0]
+                for i in range(60)}
+    assert len(anywhere) > 4  # "any" (the default) starts inside the clip too
+    with pytest.raises(ValueError, match="--range-starts must be one of halves, any"):
+        Settings(range_starts="middle").check()
+
+
 def test_rejection_reasons_follow_the_thresholds() -> None:
     s = Settings(min_p=0.05, max_left=0.2, min_kept=0.8)
     assert realbench.rejection(0.5, 0.1, 0.4, s) == []

@@ -11,7 +11,9 @@ Each composite puts a 16-frame *evidence* segment of one real video into another
 - ``side``: side by side, the evidence in a column of random width (``--split`` × the crop
   side) on a random side, the background in the rest;
 - ``temporal``: the evidence's first frames in a random range ``[a, b)`` of random length
-  (``--range-len``), the background's frames elsewhere.
+  (``--range-len``), the background's frames elsewhere; the range starts anywhere
+  (``--range-starts any``) or opens or closes the clip (``halves``: ``a`` = 0 or 16 − length,
+  each with probability 1/2; with ``--range-len 8,8`` the first or the second half).
 
 The class to explain is fixed per composite: the evidence segment's top class as the network
 recognises it *on its own* (its probability ``p_alone`` is recorded; segments below
@@ -69,7 +71,7 @@ import numpy as np
 
 from pipeline.apps.compose import MODEL, SIDE, truth_probs
 from pipeline.apps.footage import clip_starts
-from pipeline.apps.synth import write_video
+from pipeline.apps.synth import RANGE_STARTS, sample_motion_range, write_video
 from transforms.decode import ClipError, clip_boxes, decode_clip, video_frame_count
 from transforms.metrics import box_oracle_map
 from transforms.temporal import above_median_share_in
@@ -97,6 +99,7 @@ class Settings:
     paste_scale: tuple[float, float] = (0.6, 0.95)
     split: tuple[float, float] = (0.45, 0.75)
     range_len: tuple[int, int] = (6, 14)
+    range_starts: str = "any"
     crop: int = 224   # the network's input side (the central crop of the SIDE-px frame)
 
     def check(self) -> None:
@@ -112,7 +115,9 @@ class Settings:
             (0 < self.paste_scale[0] <= self.paste_scale[1] <= 1,
              "--paste-scale must be LO,HI with 0 < LO <= HI <= 1"),
             (0 < self.split[0] <= self.split[1] < 1, "--split must be LO,HI with 0 < LO <= HI < 1"),
-            (1 <= lo <= hi < FRAMES, f"--range-len must be LO,HI with 1 <= LO <= HI < {FRAMES}"),
+            (2 <= lo <= hi < FRAMES, f"--range-len must be LO,HI with 2 <= LO <= HI < {FRAMES}"),
+            (self.range_starts in RANGE_STARTS,
+             f"--range-starts must be one of {', '.join(RANGE_STARTS)}, got {self.range_starts!r}"),
         ):
             if not ok:
                 raise ValueError(msg)
@@ -216,8 +221,8 @@ def sample_composite(rng: np.random.Generator, kind: str, evidence: np.ndarray,
         return frames, box, None, {"width": width, "left": left}
     if kind == "temporal":
         length = int(rng.integers(settings.range_len[0], settings.range_len[1] + 1))
-        a = int(rng.integers(0, FRAMES - length + 1))
-        return in_time(evidence, background, a, a + length), None, (a, a + length), {}
+        a, b = sample_motion_range(rng, FRAMES, length, settings.range_starts)
+        return in_time(evidence, background, a, b), None, (a, b), {}
     raise ValueError(f"unknown composite kind {kind!r}")
 
 
@@ -504,6 +509,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
                     help="LO,HI evidence column width as a share of the crop side")
     ap.add_argument("--range-len", type=_pair(int), default=d.range_len,
                     help="LO,HI evidence frames in a temporal composite")
+    ap.add_argument("--range-starts", choices=RANGE_STARTS, default=d.range_starts,
+                    help="where a temporal composite's range starts: any frame, or the clip's "
+                         "first or last frames (halves)")
     ap.add_argument("--summarise", default=None, metavar="RUN",
                     help="generate nothing: summarise the pipeline's --output RUN on OUT's "
                          "composites (written to RUN/realbench.md)")
@@ -517,7 +525,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
                         min_alone=args.min_alone, min_p=args.min_p, max_left=args.max_left,
                         min_kept=args.min_kept, fill=args.fill, fill_sigma=args.fill_sigma,
                         paste_scale=args.paste_scale, split=args.split,
-                        range_len=args.range_len)
+                        range_len=args.range_len, range_starts=args.range_starts)
     return args, settings
 
 
