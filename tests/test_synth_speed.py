@@ -1,4 +1,5 @@
-"""The speed sweep of pipeline.apps.synth (controlled target speed, deforming targets)."""
+"""The speed sweep of pipeline.apps.synth (controlled target speed, deforming targets) and its
+per-bin report (pipeline.apps.evaluate_bins)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from models import build_model
-from pipeline.apps import synth
+from pipeline.apps import evaluate_bins, synth
 from pipeline.apps.train import to_input
 from transforms.decode import decode_clip, resize_and_crop
 
@@ -172,3 +173,28 @@ def test_synth_small3d_sees_the_fast_and_the_deforming_target():
     assert drop_target.mean() > 0.3 and drop_target.mean() > drop_else.mean() + 0.3
     assert (drop_target > drop_else).mean() >= 0.85
 
+
+def test_evaluate_bins_groups_and_pairs(tmp_path: Path):
+    manifest = tmp_path / "speed.jsonl"
+    manifest.write_text("".join(json.dumps({"video": f"videos/speed/{b}/c_{i}.avi",
+                                            "speed": s, "deform": "none"}) + "\n"
+                                for b, s in (("a", 0.02), ("b", 0.08)) for i in range(4)))
+    bins = evaluate_bins.manifest_bins(manifest, ["deform", "speed"])
+    rows = []
+    for video, (_, speed) in bins.items():
+        for method, spt in (("aosa", 1.0 if speed > 0.05 else 0.5), ("osa", 0.75)):
+            rows.append({"method": method, "clip_id": video, "video": f"/data/{video}",
+                         "spt_rate": spt, "spt_hits": 3, "spt_frames": 4,
+                         "deletion_auc": 0.2, "insertion_auc": 0.9, "correct": True,
+                         "seconds": 1.0, "forward_passes": 10, "backward_passes": 0})
+    grouped = evaluate_bins.group_rows(rows, bins)
+    assert {k: len(v) for k, v in grouped.items()} == {("none", 0.02): 8, ("none", 0.08): 8}
+    slow = evaluate_bins.paired_metrics(grouped[("none", 0.02)], "aosa", "osa")
+    fast = evaluate_bins.paired_metrics(grouped[("none", 0.08)], "aosa", "osa")
+    assert slow["S-PT"].diff[0] == pytest.approx(-0.25) and slow["S-PT"].win_rate == 0
+    assert fast["S-PT"].diff[0] == pytest.approx(0.25) and fast["S-PT"].clips == 4
+    assert fast["deletion"].diff[0] == 0 and fast["deletion"].win_rate == 0.5
+    text = evaluate_bins.report(rows, bins, ["deform", "speed"], [("aosa", "osa")])
+    assert "| deform none, speed 0.02 | 4 | 1.00 |" in text and "+0.250" in text
+    with pytest.raises(ValueError, match="matches no manifest row"):
+        evaluate_bins.group_rows([{**rows[0], "video": "/data/other.avi"}], bins)
