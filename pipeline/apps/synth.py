@@ -50,6 +50,27 @@ The truth is measured, not assumed: blanking the range (with the dataset-mean gr
 command above are in docs/EVALUATION.md ("When: the temporal split"), and
 ``tests/test_synth_temporal.py`` keeps a small version of this check.
 
+Speed sweep (does the target's speed or a deformation change which method explains best?),
+written to ``DIR/speed.jsonl`` (+ ``DIR/splits/speed.txt``) by ``--speed-sweep N`` (clips per
+class per bin); a bin is one of ``--speeds`` (fractions of the frame per frame, default
+0.02,0.04,0.06,0.08; the ordinary clips' 0.016-0.026) and one of ``--deforms`` (``none``: the
+rigid disc; ``pulse``: its radius swings by +-35 % with a period of 5-8 frames; ``ellipse``: an
+ellipse of the disc's area, axes 0.45 apart, spinning 0.15-0.3 rad per frame)::
+
+    python -m pipeline.apps.synth --out /tmp/vidxai_speed --seed 5 --per-class 0 \
+        --speed-sweep 4 --speeds 0.02,0.04,0.06,0.08 --deforms none,ellipse --size 128 \
+        --frames 16 --camera-pan
+
+    DIR/videos/speed/<deform>_<speed>/<class>/<class>_<nnn>.avi  e.g. none_0.040
+    rows: {"video", "label", "start_frame": 0, "boxes", "kind": "speed", "speed", "deform",
+        "camera_pan", "decoy"}
+
+The target moves at exactly the bin's speed; its whole trajectory is in view when it fits in
+the frame, else it is centred and leaves the frame at both ends (null boxes; e.g. the rigid
+disc from 0.06 on at 16 frames). Clip ``nnn`` of a class is the same scene (background,
+distractors, radius, pan, relative position) in every bin. docs/evaluation_speed.md has the
+network's accuracy per bin, the blanking check and the methods' scores.
+
 Everything is deterministic from ``--seed``: the same seed gives byte-identical manifests and
 videos that decode to identical frames.
 """
@@ -106,6 +127,11 @@ class ObjectTrack:
         velocity: (vx, vy) in pixels per frame.
         angle: orientation at the middle of the clip, radians.
         spin: angular velocity, radians per frame.
+        aspect: minor / major axis of a ``circle`` (1: a disc; below 1 an ellipse of the
+            disc's area, major axis along ``angle``).
+        pulse: relative amplitude of a periodic change of the radius (0: rigid).
+        pulse_period: period of the pulse, frames.
+        pulse_phase: phase of the pulse at the middle of the clip, radians.
     """
 
     shape: str
@@ -115,6 +141,10 @@ class ObjectTrack:
     velocity: tuple[float, float]
     angle: float = 0.0
     spin: float = 0.0
+    aspect: float = 1.0
+    pulse: float = 0.0
+    pulse_period: float = 1.0
+    pulse_phase: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -273,8 +303,16 @@ def target_visible(params: ClipParams) -> np.ndarray:
     return shown
 
 
+def object_radius(track: ObjectTrack, t: float) -> float:
+    """The radius of ``track`` at ``t`` frames from the middle of the clip (pulsing or not)."""
+    if track.pulse == 0.0:
+        return track.radius
+    return track.radius * (1.0 + track.pulse * math.sin(
+        2 * math.pi * t / track.pulse_period + track.pulse_phase))
+
+
 def shape_mask(shape: str, centre: tuple[float, float], radius: float, angle: float,
-               height: int, width: int) -> np.ndarray:
+               height: int, width: int, aspect: float = 1.0) -> np.ndarray:
     """Rasterise one shape (hard edges, pixel centres at integer coordinates).
 
     Args:
@@ -284,6 +322,8 @@ def shape_mask(shape: str, centre: tuple[float, float], radius: float, angle: fl
         angle: rotation in radians.
         height: rows of the output.
         width: columns of the output.
+        aspect: a ``circle`` with ``aspect < 1`` is an ellipse of the same area, semi-axes
+            ``radius / sqrt(aspect)`` along ``angle`` and ``radius * sqrt(aspect)`` across.
 
     Returns:
         bool (height, width), True inside the shape.
@@ -293,6 +333,9 @@ def shape_mask(shape: str, centre: tuple[float, float], radius: float, angle: fl
     c, s = math.cos(angle), math.sin(angle)
     u, v = c * px + s * py, -s * px + c * py
     d2 = px * px + py * py
+    if shape == "circle" and aspect != 1.0:
+        major, minor = radius / math.sqrt(aspect), radius * math.sqrt(aspect)
+        return (u / major) ** 2 + (v / minor) ** 2 <= 1.0
     if shape == "circle":
         return d2 <= radius * radius
     if shape == "ring":
@@ -376,7 +419,8 @@ def render_clip(params: ClipParams) -> tuple[np.ndarray, np.ndarray]:
                 continue
             view_centre = (centre[t, 0] - ox, centre[t, 1] - oy)
             angle = track.angle + track.spin * (t - t_mid)
-            mask = shape_mask(track.shape, view_centre, track.radius, angle, size, size)
+            mask = shape_mask(track.shape, view_centre, object_radius(track, t - t_mid), angle,
+                              size, size, track.aspect)
             frame[mask] = track.colour
             if is_target:
                 masks[t] = mask
@@ -539,6 +583,99 @@ def sample_composed(rng: np.random.Generator, label: int, size: int = 128,
     return frames, masks, other, flags
 
 
+# ----------------------------------------------------------------------------- speed sweep
+
+DEFORMS = ("none", "pulse", "ellipse")
+SPEEDS = (0.02, 0.04, 0.06, 0.08)  # default --speeds, fractions of the frame per frame
+PULSE_AMPLITUDE = 0.35  # "pulse": the radius swings between 0.65 and 1.35 of its mean
+PULSE_PERIOD = (5.0, 8.0)  # frames
+ELLIPSE_ASPECT = 0.45  # "ellipse": minor / major axis, same area as the disc
+ELLIPSE_SPIN = (0.15, 0.3)  # rad per frame, either sense
+
+
+def speed_rng(seed: int, label: int, index: int) -> np.random.Generator:
+    """The generator of speed-sweep clip ``index`` of class ``label``.
+
+    The stream does not depend on the speed or the deformation: clip ``index`` of a class has
+    the same background, distractors, radius, pan heading and relative position in every bin
+    of the sweep, only its speed and deformation differ (streams independent of
+    :func:`clip_rng`'s and :func:`temporal_rng`'s)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, label, index, 3]))
+
+
+def sample_speed_params(rng: np.random.Generator, label: int, speed: float, size: int = 128,
+                        num_frames: int = 16, camera_pan: bool = False, decoy: bool = False,
+                        deform: str = "none") -> ClipParams:
+    """A clip whose target moves at exactly ``speed`` (fraction of the frame per frame).
+
+    The target is the red disc of :func:`sample_clip_params` (same radius range), moving in the
+    class direction at ``speed * size`` px per frame in the world; with ``camera_pan`` the
+    camera moves at 20-35 % of that speed in a random direction. Its position is drawn in view
+    coordinates so that its whole trajectory stays fully in view when it fits (travel ``(T - 1)
+    * |view velocity|`` at most the frame minus the diameter); otherwise it is centred on that
+    axis, in view at the middle frames, and leaves the frame at both ends (null boxes).
+    ``deform``: ``none`` (rigid disc), ``pulse`` (radius ``r (1 + 0.35 sin(2 pi t / P +
+    phi))``, P 5-8 frames) or ``ellipse`` (an ellipse of the disc's area, axes 0.45 apart,
+    spinning 0.15-0.3 rad per frame). The draws are the same whatever ``speed`` and
+    ``deform`` (see :func:`speed_rng`).
+
+    Args:
+        rng: source of randomness (consumed).
+        label: class index.
+        speed: world speed of the target, fraction of ``size`` per frame (> 0).
+        size: frame side in pixels.
+        num_frames: number of frames T.
+        camera_pan: whether the camera moves.
+        decoy: whether one distractor is a same-coloured decoy.
+        deform: one of :data:`DEFORMS`.
+    """
+    if not 0 <= label < len(CLASS_NAMES):
+        raise ValueError(f"label {label} is not in 0..{len(CLASS_NAMES) - 1}")
+    if deform not in DEFORMS:
+        raise ValueError(f"unknown deformation {deform!r}; use one of {DEFORMS}")
+    if not speed > 0:
+        raise ValueError(f"speed must be > 0, got {speed}")
+    radius = rng.uniform(*TARGET_RADIUS) * size
+    period = rng.uniform(*PULSE_PERIOD)
+    phase = rng.uniform(0, 2 * math.pi)
+    spin = rng.uniform(*ELLIPSE_SPIN) * (1 if rng.random() < 0.5 else -1)
+    heading = rng.uniform(0, 2 * math.pi)
+    pan = rng.uniform(*PAN_SPEED)
+    place = rng.uniform(size=2)
+    dx, dy = CLASS_DIRECTIONS[label]
+    velocity = np.array([dx, dy], dtype=np.float64) * speed * size
+    camera = (pan * speed * size * np.array([math.cos(heading), math.sin(heading)])
+              if camera_pan else np.zeros(2))
+    extent = radius * (1 + PULSE_AMPLITUDE if deform == "pulse" else 1.0)
+    if deform == "ellipse":
+        extent = radius / math.sqrt(ELLIPSE_ASPECT)
+    # View coordinates, 1 px of slack for the rounded camera offsets (as the temporal split).
+    half = (num_frames - 1) / 2
+    lo, hi = extent + 1, size - 2 - extent
+    view_mid = np.empty(2)
+    for k in range(2):
+        margin = abs(velocity[k] - camera[k]) * half
+        view_mid[k] = (lo + margin + place[k] * (hi - lo - 2 * margin)
+                       if lo + margin <= hi - margin else (lo + hi) / 2)
+    target = ObjectTrack(
+        TARGET_SHAPE, _jitter_colour(rng, TARGET_COLOUR), float(radius),
+        (float(view_mid[0]), float(view_mid[1])), (float(velocity[0]), float(velocity[1])),
+        angle=float(phase), spin=float(spin) if deform == "ellipse" else 0.0,
+        aspect=ELLIPSE_ASPECT if deform == "ellipse" else 1.0,
+        pulse=PULSE_AMPLITUDE if deform == "pulse" else 0.0,
+        pulse_period=float(period), pulse_phase=float(phase))
+    distractors = tuple(_sample_distractor(rng, size, decoy=decoy and k == 0)
+                        for k in range(int(rng.integers(1, 4))))
+    seeds = rng.integers(0, 2**31 - 1, size=2)
+    return ClipParams(label, size, num_frames, target, distractors,
+                      (float(camera[0]), float(camera[1])), int(seeds[0]), int(seeds[1]))
+
+
+def speed_bin(speed: float, deform: str) -> str:
+    """The name of a sweep bin, e.g. ``none_0.040`` (also its videos' folder)."""
+    return f"{deform}_{speed:.3f}"
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -659,6 +796,72 @@ def generate_temporal_split(out: Path, seed: int = 0, temporal_per_class: int = 
     return counts
 
 
+def generate_speed_split(out: Path, seed: int = 0, per_class: int = 0,
+                         speeds: Sequence[float] = SPEEDS, deforms: Sequence[str] = ("none",),
+                         size: int = 128, num_frames: int = 16, camera_pan: bool = False,
+                         pan_fraction: float = 0.5, decoy_fraction: float = 0.0,
+                         fps: float = 25.0) -> dict[str, int]:
+    """Render and write the speed sweep ``out/speed.jsonl`` (module docstring).
+
+    ``per_class`` clips per class in each bin (speed, deformation), :func:`sample_speed_params`
+    with the stream of :func:`speed_rng`: clip ``index`` of a class is the same scene in every
+    bin. Pans and decoys as :func:`generate_dataset`. Writes nothing of the other splits.
+
+    Returns:
+        Counts: ``{"clips", "bins", "panned", "decoys", "null_boxes"}``.
+    """
+    rows: list[str] = []
+    paths: list[str] = []
+    counts = {"clips": 0, "bins": 0, "panned": 0, "decoys": 0, "null_boxes": 0}
+    for deform in deforms:
+        for speed in speeds:
+            counts["bins"] += 1
+            for label, name in enumerate(CLASS_NAMES):
+                for index in range(per_class):
+                    rng = speed_rng(seed, label, index)
+                    pan = camera_pan and bool(rng.random() < pan_fraction)
+                    decoy = bool(rng.random() < decoy_fraction)
+                    params = sample_speed_params(rng, label, speed, size, num_frames, pan,
+                                                 decoy, deform)
+                    frames, masks = render_clip(params)
+                    rel = f"videos/speed/{speed_bin(speed, deform)}/{name}/{name}_{index:03d}.avi"
+                    write_video(out / rel, frames, fps)
+                    boxes = boxes_from_masks(masks)
+                    rows.append(json.dumps(
+                        {"video": rel, "label": label, "start_frame": 0, "boxes": boxes,
+                         "kind": "speed", "speed": speed, "deform": deform,
+                         "camera_pan": pan, "decoy": decoy}))
+                    paths.append(rel)
+                    counts["clips"] += 1
+                    counts["panned"] += int(pan)
+                    counts["decoys"] += int(decoy)
+                    counts["null_boxes"] += sum(box is None for box in boxes)
+    (out / "splits").mkdir(parents=True, exist_ok=True)
+    (out / "classes.txt").write_text("\n".join(CLASS_NAMES) + "\n")
+    (out / "splits" / "speed.txt").write_text("".join(p + "\n" for p in paths))
+    (out / "speed.jsonl").write_text("".join(r + "\n" for r in rows))
+    return counts
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """``--speeds``: a comma list of positive numbers."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma list of numbers: {text!r}") from None
+    if not values or not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"need speeds > 0, got {text!r}")
+    return values
+
+
+def _deforms(text: str) -> tuple[str, ...]:
+    """``--deforms``: a comma list of :data:`DEFORMS`."""
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values or not set(values) <= set(DEFORMS):
+        raise argparse.ArgumentTypeError(f"deformations are {', '.join(DEFORMS)}, got {text!r}")
+    return values
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.apps.synth", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -685,10 +888,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--range-starts", choices=RANGE_STARTS, default="halves",
                         help="where --temporal motion lies: at the start or the end of the "
                              "clip (halves) or anywhere (any)")
+    parser.add_argument("--speed-sweep", type=int, default=0, metavar="N",
+                        help="clips per class per bin of the speed sweep: the target moves at "
+                             "each of --speeds, rigid or deforming (DIR/speed.jsonl)")
+    parser.add_argument("--speeds", type=_floats, default=SPEEDS, metavar="S,S,...",
+                        help="target speeds of --speed-sweep, fractions of the frame per frame "
+                             "(default: 0.02,0.04,0.06,0.08)")
+    parser.add_argument("--deforms", type=_deforms, default=("none",), metavar="D,D,...",
+                        help=f"target deformations of --speed-sweep, of {', '.join(DEFORMS)} "
+                             "(default: none)")
     args = parser.parse_args(argv)
-    temporal = args.temporal > 0 or args.composed > 0
-    if args.temporal < 0 or args.composed < 0:
-        parser.error("--temporal and --composed must be >= 0")
+    temporal = args.temporal > 0 or args.composed > 0 or args.speed_sweep > 0
+    if args.temporal < 0 or args.composed < 0 or args.speed_sweep < 0:
+        parser.error("--temporal, --composed and --speed-sweep must be >= 0")
     if (args.per_class < (0 if temporal else 1)) or args.size < 16 or args.frames < 2:
         parser.error("need --per-class >= 1, --size >= 16 and --frames >= 2")
     motion = args.frames // 2 if args.motion_frames is None else args.motion_frames
@@ -717,6 +929,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {counts['temporal']} temporal + {counts['composed']} composed clips to "
               f"{args.out / 'temporal.jsonl'} ({counts['panned']} panned, {counts['decoys']} "
               "with a decoy)")
+    if args.speed_sweep > 0:
+        counts = generate_speed_split(
+            args.out, args.seed, args.speed_sweep, args.speeds, args.deforms, args.size,
+            args.frames, args.camera_pan, args.pan_fraction, args.decoy_fraction, args.fps)
+        print(f"wrote {counts['clips']} clips in {counts['bins']} speed bins to "
+              f"{args.out / 'speed.jsonl'} ({counts['panned']} panned, {counts['decoys']} with a "
+              f"decoy, {counts['null_boxes']} null boxes)")
     return 0
 
 
