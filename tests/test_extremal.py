@@ -380,6 +380,7 @@ def test_methods_are_registered():
     plain = METHODS["ep"](None).settings()
     assert not plain.smooth and plain.fep_keep is None and plain.core_weight == 0.0
     assert METHODS["step"](None).settings().core_weight == ext.DEFAULT_STEP_CORE
+    assert ext.STEP_CORE.default == ext.DEFAULT_STEP_CORE  # a literal in the declaration
     assert plain.lr == ext.LEARNING_RATE == 0.05
     assert METHODS["step"](options(step_core=50.0)).settings().core_weight == 50.0
     assert METHODS["ep"](options(step_core=50.0)).settings().core_weight == 0.0  # step only

@@ -150,9 +150,8 @@ def _positive(value: float | None, _) -> str | None:
 # Added after outputs existed: at their defaults (which compute what their absence did) they
 # stay out of the config hash, so earlier ep / step / fep outputs keep their hashes.
 EP_LR = Option("ep_lr", float, None, check=_positive, hash_default=False,
-               help=f"STEP / F-EP / EP: SGD learning rate (default: {LEARNING_RATE}, the STEP "
-                    f"code's)")
-STEP_CORE = Option("step_core", float, DEFAULT_STEP_CORE, check=at_least(0),
+               help="STEP / F-EP / EP: SGD learning rate (default: 0.05, the STEP code's)")
+STEP_CORE = Option("step_core", float, 0.0, check=at_least(0),  # DEFAULT_STEP_CORE
                    hash_default=False,
                    help="STEP: weight of the STEP code's core term (pooled mask pushed to 1 in "
                         "the top ellipsoid cells, 0 elsewhere; 300 in the STEP code), on after "
