@@ -46,15 +46,34 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   λ_t = 300 · 1.0008668^t (reference: λ doubles every 800 iterations).
 * **STEP's smoothness term** S (:func:`temporal_smoothness`): the mean over orders k = 1, 2, 3
   of mean((Δ_t^k m)²), the k-th differences between consecutive frames' masks, weighted by
-  the same λ_t from the first iteration: the reference's ``diff_loss``, followed exactly.
-  *Not followed:* the reference's other term, ``with_core`` (an ellipsoid kernel of 8 key frames
-  × 11 × 11 px, stride 11 px, whose pooled mask values are pushed to 1 for the top
-  ceil(a·N / |kernel|) cells and 0 elsewhere, weight 300 from iteration 100), which its run
-  scripts enable for the paper's results. It is tied to 112-px 16-frame clips (at 64 px it
-  leaves 5 × 5 cells; an 8-frame clip has one temporal position), its switch-on at iteration
-  100 of 1000–2000 has no counterpart at 100 CPU iterations, and it is a second sorted-area
-  constraint rather than a penalty on frame-to-frame change; the difference penalty says
-  "consecutive frames' masks agree" directly, is smooth, and works at any size.
+  the same λ_t from the first iteration: the reference's ``diff_loss``, followed exactly. (The
+  version of the reference's ``run_all.py`` we read never passes ``with_diff``, default False,
+  but passes ``with_core``: docs/METHODS.md, "STEP, F-EP and EP".)
+* **STEP's core term** (:func:`core_penalty`, ``--step-core`` = its weight, 0 = off): the
+  reference's ``with_core`` (its ``CoreLossCalulator``, "Old" variant), which its run scripts
+  enable (``--perturb_withcore``). Each area's mask is pooled by the mean over a binary
+  ellipsoid (:func:`ellipsoid_kernel`: the voxels whose coordinates, evenly spaced over [−1, 1]
+  per axis, ends included, have norm ≤ 1) at stride (1, k_y, k_x), no padding
+  (:func:`core_pool`); the cells are sorted (ties broken by a seeded permutation, as the
+  reference's shuffle) and the top k_a = ceil(a·N / int(0.5236 · k_t·k_y·k_x)) are pushed to 1,
+  the others to 0: mean over the top of (c − 1)² plus mean over the rest of c². The
+  reference's ellipsoid is 8 key frames of 16 × 11 × 11 px at 112 px (11 px is also its
+  stride); here it is scaled to the clip (:func:`core_kernel_shape`: (8, 6, 6) at 16 × 64 ×
+  64, (8, 11, 11) at 16 × 112 × 112; an axis of length ≤ 2, which the reference never has,
+  sits at the centre so that the kernel is never empty). The reference pools its padded
+  masks (the smooth-max generator's margin); ours have no margin. Its weight is constant
+  (300 in the reference, not grown like λ_t) and *switched on after the first tenth of the
+  iterations* (:func:`core_active`): the reference sets it after its step at iteration 100 of
+  the 1000 its run scripts use (1200 for Something-Something), so it acts from iteration 101;
+  at our CPU default of 100 iterations the same fraction is iteration 11, whereas "from
+  iteration 100" would never act and "from 0" would act while every pooled cell is still 1
+  (p starts at 1), when the top cells are a random draw and the term only pushes random
+  ellipsoids down before the network's gradient has shaped the mask: the delay's purpose in
+  the reference. The same fraction keeps that order at any ``ep_iterations``. Off by default:
+  on the synthetic benchmark it does not help (docs/EVALUATION.md, "STEP, F-EP and plain
+  extremal perturbation", has the measurements); with it off, ``step`` computes exactly what
+  it did before the term existed (tested bit for bit), and ``--step-core`` at its default
+  stays out of the config hash.
 * **F-EP's modulation** (:func:`dct_lowpass`, :func:`modulate`). Before each step the gradient
   of each area's parameters (T, h, w) *that comes from the network* (the reward's) goes to the
   3-D DCT domain (orthonormal DCT-II), keeps the coefficients with k_t < ceil(f·T), k_y <
@@ -74,10 +93,14 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   inside the optimisation loop, so :func:`dct` / :func:`idct` compute it with ``torch.fft`` (the
   FFT of the even extension; a few lines, exact to float rounding, checked against the cosine
   sums in the tests).
-* **Optimiser**: SGD, lr 0.05, momentum 0.9 with dampening 0.9 (the reference), for
-  ``ep_iterations`` steps: 100 by default on the CPU (on a synthetic clip 150 and 300 iterations
-  gave nearly the same maps: docs/METHODS.md), the reference runs 1000 (run scripts) to 2000. No
-  jitter (torchray flips every other iteration; the STEP code does not).
+* **Optimiser**: SGD, lr 0.05 (``--ep-lr``; out of the config hash at its default), momentum
+  0.9 with dampening 0.9 (the reference), for ``ep_iterations`` steps: 100 by default on the
+  CPU (on a synthetic clip 150 and 300 iterations gave nearly the same maps: docs/METHODS.md;
+  on the evaluation's clips 300 and 1000 iterations improve no method's metrics by more than
+  0.001, and F-EP stays below EP at 100-1000 iterations, cut-offs 0.25-0.75 and learning rates
+  0.05 and 0.1: docs/EVALUATION.md, "STEP, F-EP and plain extremal perturbation"); the
+  reference runs 1000 (run scripts) to 2000. No jitter (torchray flips every other iteration;
+  the STEP code does not).
 * **One map** (:func:`combine_masks`): the mean of the A final masks, in [0, 1] (a voxel kept at
   every area scores 1). The reference sums them and divides by the maximum after a per-frame
   Gaussian blur (σ 10 px at 112 px), a visualisation step not done here: it would smooth every
