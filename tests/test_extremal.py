@@ -343,9 +343,9 @@ def test_step_with_the_core_term_differs_and_off_is_the_previous_step():
                        off.masks)
     # Weighted but never active (start after the last iteration): nothing else changes
     # (no extra draws from the seeded generator, no extra gradient).
-    idle = run(engine(), iterations=15, smooth=True, core_weight=300.0, core_start=0.99)
+    idle = run(engine(), iterations=15, smooth=True, core_weight=ext.CORE_WEIGHT, core_start=0.99)
     assert torch.equal(idle.masks, off.masks)
-    on = run(engine(), iterations=15, smooth=True, core_weight=300.0)
+    on = run(engine(), iterations=15, smooth=True, core_weight=ext.CORE_WEIGHT)  # the STEP code's
     assert (on.masks - off.masks).abs().max() > 1e-2
     kernel = ellipsoid_kernel(core_kernel_shape((T, H, W)))
     assert (core_penalty(on.masks, AREAS, kernel) < core_penalty(off.masks, AREAS, kernel)).all()
