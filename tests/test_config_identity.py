@@ -59,7 +59,8 @@ OTHER = {
     "batch_size": 3, "device": "cuda:0", "precision": "bf16", "target": "label",
     "score": "logit", "aggregation": "paper", "fill": "blur", "fill_sigma": 3.0,
     "fill_window": 3, "approx_adjust": True, "t_window": 2, "t_hop": 1,
-    "ep_iterations": 4, "ep_areas": (0.2, 0.3), "fep_keep": 0.25, "metrics": False,
+    "ep_iterations": 4, "ep_areas": (0.2, 0.3), "fep_keep": 0.25, "ep_lr": 0.1,
+    "step_core": 300.0, "metrics": False,
     "metric_steps": 5, "pointing_radius": 3.0, "insertion_blur": 1.0, "seed": 1,
     "cache_dir": "/c", "threads": 2, "max_failed_fraction": 0.5, "progress": False,
     "recompute": True, "clips_per_video": 2, "clip_hop": 4, "clips_per_file": 3,
@@ -112,14 +113,18 @@ def test_an_option_changes_exactly_the_hashes_of_the_methods_that_read_it():
 
 
 def test_an_option_left_out_of_the_hash_at_its_default_keeps_older_hashes():
-    """``hash_default=False`` (``--incremental-keep``, added after outputs existed): at its
-    default the key is the one without the option, so those outputs keep their hashes."""
+    """``hash_default=False`` (``--incremental-keep``, ``--ep-lr``, ``--step-core``, added after
+    outputs existed): at its default the key is the one without the option, so those outputs
+    keep their hashes."""
     omitted = [o for o in declared_options().values() if not o.hash_default]
-    assert [o.name for o in omitted] == ["incremental_keep"]
+    assert [o.name for o in omitted] == ["incremental_keep", "ep_lr", "step_core"]
     base = config()
     for m in METHOD_NAMES:
-        assert "incremental_keep" not in base.result_key(m)
+        for o in omitted:
+            assert o.name not in base.result_key(m)
     assert "incremental_keep" in config(incremental_keep=0.2).result_key("aosa")
+    assert "step_core" in config(step_core=300.0).result_key("step")
+    assert "ep_lr" in config(ep_lr=0.1).result_key("fep")
 
 
 def test_the_same_class_by_name_or_index_is_the_same_configuration():

@@ -1,6 +1,7 @@
-"""STEP / F-EP / plain extremal perturbation: the DCT against cosine sums, the regularisers,
-convergence to the region a network looks at, the area constraint, smoothness (total
-variation), pass counts, batching and determinism."""
+"""STEP / F-EP / plain extremal perturbation: the DCT against cosine sums, the regularisers
+(STEP's core term by known answers and its gradient), convergence to the region a network
+looks at, the area constraint, smoothness (total variation), pass counts, batching and
+determinism."""
 
 from __future__ import annotations
 
@@ -13,15 +14,23 @@ from torch import nn
 
 import transforms.methods.extremal as ext  # registers "ep", "step" and "fep"
 from models.registry import get_spec
+from pipeline.config import RunConfig
 from transforms.methods.base import METHODS, MethodOptions
 from transforms.methods.extremal import (
     EPSettings,
     area_penalty,
     area_reference,
     combine_masks,
+    core_active,
+    core_cell_count,
+    core_kernel_shape,
+    core_penalty,
+    core_pool,
+    core_top_cells,
     dct,
     dct_lowpass,
     dctn,
+    ellipsoid_kernel,
     idct,
     idctn,
     mask_grid_shape,
@@ -215,6 +224,80 @@ def test_upsampling_and_total_variation():
                                torch.full((2, 2, 2), 0.5))
 
 
+def test_core_kernel_scales_the_step_code_ellipsoid_to_the_clip():
+    assert core_kernel_shape((16, 112, 112)) == (8, 11, 11)  # the STEP code's
+    assert core_kernel_shape((16, 64, 64)) == (8, 6, 6)
+    assert core_kernel_shape((8, 32, 32)) == (4, 3, 3)
+    assert core_kernel_shape((1, 4, 4)) == (1, 1, 1)
+    # linspace(-1, 1, 3) = (-1, 0, 1): the centre and its 6 face neighbours.
+    k = ellipsoid_kernel((3, 3, 3))
+    assert k.sum().item() == 7 and k[1, 1, 1] == 1 and k[0, 1, 1] == 1 and k[0, 0, 1] == 0
+    plus = ellipsoid_kernel((1, 3, 3))  # a length-1 axis sits at the centre
+    assert plus[0].tolist() == [[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]]
+    assert ellipsoid_kernel((4, 2, 2)).sum().item() == 16  # (ends ±1 of length 2: empty)
+    assert ellipsoid_kernel((2, 2, 2)).sum().item() == 8
+    big = ellipsoid_kernel((8, 11, 11))
+    assert torch.equal(big, big.flip(0)) and torch.equal(big, big.transpose(1, 2))
+    assert big.sum().item() == 352  # (π/6 of the box would be 506: the STEP code's count)
+    # The STEP code at 16 x 112 x 112: 9 x 10 x 10 cells, ceil(0.1 N / int(968 · 0.5236)).
+    assert core_cell_count((16, 112, 112), (8, 11, 11)) == 900
+    assert core_top_cells(16 * 112 * 112, 0.1, (8, 11, 11)) == math.ceil(20070.4 / 506) == 40
+    with pytest.raises(ValueError, match="kernel sizes"):
+        ellipsoid_kernel((0, 3, 3))
+
+
+def test_core_penalty_known_answers():
+    plus = ellipsoid_kernel((1, 3, 3))  # 5 ones; int(9 · 0.5236) = 4 for the top count
+    n = 36  # masks (A, 1, 6, 6): 2 x 2 cells of 3 x 3 px
+    assert core_top_cells(n, 0.1, plus.shape) == 1  # ceil(3.6 / 4)
+    exact = torch.zeros(1, 1, 6, 6)
+    exact[0, 0, :3, :3] = 1.0  # one cell full, three empty: the target exactly
+    assert core_pool(exact, plus).tolist() == [[1.0, 0.0, 0.0, 0.0]]
+    assert core_penalty(exact, (0.1,), plus).tolist() == [0.0]
+    assert core_penalty(exact, (0.1,), plus, torch.tensor([3, 1, 0, 2])).tolist() == [0.0]
+    # Uniform c: (c − 1)² over the top cell + c² over the other three.
+    torch.testing.assert_close(core_penalty(torch.full((2, 1, 6, 6), 0.5), (0.1, 0.1), plus),
+                               torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(core_penalty(torch.full((1, 1, 6, 6), 0.2), (0.1,), plus),
+                               torch.tensor([0.64 + 0.04]))
+    # Only the ellipsoid counts: the cell's corners are outside it.
+    corners = exact.clone()
+    corners[0, 0, 0, 0] = corners[0, 0, 2, 2] = 0.0
+    assert core_penalty(corners, (0.1,), plus).tolist() == [0.0]
+    # Two cells full at area 0.1: the second is penalised as c² over the three others.
+    two = exact.clone()
+    two[0, 0, 3:, 3:] = 1.0
+    torch.testing.assert_close(core_penalty(two, (0.1,), plus), torch.tensor([1 / 3]))
+    # More top cells than cells (area 0.9: 9 > 4): only the first mean.
+    torch.testing.assert_close(core_penalty(torch.full((1, 1, 6, 6), 0.5), (0.9,), plus),
+                               torch.tensor([0.25]))
+    with pytest.raises(ValueError, match="areas"):
+        core_penalty(exact, (0.1, 0.2), plus)
+
+
+def test_core_penalty_gradient_grows_the_top_cell_and_shrinks_the_others():
+    plus = ellipsoid_kernel((1, 3, 3))
+    m = torch.full((1, 1, 6, 6), 0.5)
+    m[0, 0, 3:, :3] = 0.6  # the bottom-left cell leads
+    m.requires_grad_(True)
+    core_penalty(m, (0.1,), plus).sum().backward()
+    g = m.grad[0, 0]
+    inside = plus[0].bool()
+    assert (g[3:, :3][inside] < 0).all()  # descent raises the top cell's ellipsoid
+    for cell in (g[:3, :3], g[:3, 3:], g[3:, 3:]):
+        assert (cell[inside] > 0).all()  # and lowers the others'
+    assert (g[3:, :3][~inside] == 0).all()  # voxels outside every ellipsoid: no pull
+    torch.testing.assert_close(g[3:, :3][inside], torch.full((5,), 2 * (0.6 - 1) / 5))
+    torch.testing.assert_close(g[:3, :3][inside], torch.full((5,), 2 * 0.5 / 3 / 5))
+
+
+def test_core_switches_on_after_the_same_share_of_the_run_as_the_step_code():
+    # The STEP code sets its weight after its step at iteration 100 (of 1000): on from 101.
+    assert [core_active(i, 1000) for i in (0, 100, 101)] == [False, False, True]
+    assert [core_active(i, 100) for i in (10, 11)] == [False, True]
+    assert core_active(0, 100, start=0.0) is False and core_active(1, 100, start=0.0)
+
+
 # --- The optimisation -----------------------------------------------------------------------
 
 
@@ -250,6 +333,24 @@ def test_the_area_constraint_holds(kind):
     assert 0.0 <= result.masks.min() and result.masks.max() <= 1.0
 
 
+def test_step_with_the_core_term_differs_and_off_is_the_previous_step():
+    engine = lambda: engine_for(BoxNet(noise=1.0))  # noqa: E731
+    off = run(engine(), iterations=15, smooth=True)
+    # The masks of this run before the core term existed (same code path, recorded).
+    assert off.masks.double().sum().item() == pytest.approx(5233.033709794283, rel=1e-6)
+    assert off.masks[0, 3, 10, 10].item() == pytest.approx(0.41168439388275146, abs=1e-6)
+    assert torch.equal(run(engine(), iterations=15, smooth=True, core_weight=0.0).masks,
+                       off.masks)
+    # Weighted but never active (start after the last iteration): nothing else changes
+    # (no extra draws from the seeded generator, no extra gradient).
+    idle = run(engine(), iterations=15, smooth=True, core_weight=ext.CORE_WEIGHT, core_start=0.99)
+    assert torch.equal(idle.masks, off.masks)
+    on = run(engine(), iterations=15, smooth=True, core_weight=ext.CORE_WEIGHT)  # the STEP code's
+    assert (on.masks - off.masks).abs().max() > 1e-2
+    kernel = ellipsoid_kernel(core_kernel_shape((T, H, W)))
+    assert (core_penalty(on.masks, AREAS, kernel) < core_penalty(off.masks, AREAS, kernel)).all()
+
+
 def test_smoothness_and_modulation_lower_the_total_variation():
     # Same network (with gradient noise everywhere), areas, iterations and seed for all three.
     net = BoxNet(noise=1.0)
@@ -277,7 +378,13 @@ def test_methods_are_registered():
     assert METHODS["step"](None).settings().smooth
     assert METHODS["fep"](None).settings().fep_keep == ext.DEFAULT_FEP_KEEP
     plain = METHODS["ep"](None).settings()
-    assert not plain.smooth and plain.fep_keep is None
+    assert not plain.smooth and plain.fep_keep is None and plain.core_weight == 0.0
+    assert METHODS["step"](None).settings().core_weight == ext.DEFAULT_STEP_CORE
+    assert ext.STEP_CORE.default == ext.DEFAULT_STEP_CORE  # a literal in the declaration
+    assert plain.lr == ext.LEARNING_RATE == 0.05
+    assert METHODS["step"](options(step_core=50.0)).settings().core_weight == 50.0
+    assert METHODS["ep"](options(step_core=50.0)).settings().core_weight == 0.0  # step only
+    assert METHODS["fep"](options(ep_lr=0.2)).settings().lr == 0.2
     assert plain.areas == ext.DEFAULT_AREAS and plain.iterations == ext.DEFAULT_ITERATIONS
 
 
@@ -337,6 +444,15 @@ def test_bad_settings_and_networks_fail_clearly():
         EPSettings(fep_keep=1.5)
     with pytest.raises(ValueError, match="reward"):
         EPSettings(reward="softmax")
+    with pytest.raises(ValueError, match="step_core must be >= 0, got -1"):
+        EPSettings(core_weight=-1.0)
+    with pytest.raises(ValueError, match="ep_lr must be > 0, got 0"):
+        EPSettings(lr=0.0)
+    base = dict(input="in", output="out", size=24, num_frames=8)
+    with pytest.raises(ValueError, match=r"^--step-core must be >= 0, got -1.0$"):
+        RunConfig(**base, step_core=-1.0).resolve()
+    with pytest.raises(ValueError, match=r"^--ep-lr must be > 0, got -0.1$"):
+        RunConfig(**base, ep_lr=-0.1).resolve()
 
     class Constant(nn.Module):
         def forward(self, x):

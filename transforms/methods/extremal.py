@@ -46,15 +46,34 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   λ_t = 300 · 1.0008668^t (reference: λ doubles every 800 iterations).
 * **STEP's smoothness term** S (:func:`temporal_smoothness`): the mean over orders k = 1, 2, 3
   of mean((Δ_t^k m)²), the k-th differences between consecutive frames' masks, weighted by
-  the same λ_t from the first iteration: the reference's ``diff_loss``, followed exactly.
-  *Not followed:* the reference's other term, ``with_core`` (an ellipsoid kernel of 8 key frames
-  × 11 × 11 px, stride 11 px, whose pooled mask values are pushed to 1 for the top
-  ceil(a·N / |kernel|) cells and 0 elsewhere, weight 300 from iteration 100), which its run
-  scripts enable for the paper's results. It is tied to 112-px 16-frame clips (at 64 px it
-  leaves 5 × 5 cells; an 8-frame clip has one temporal position), its switch-on at iteration
-  100 of 1000–2000 has no counterpart at 100 CPU iterations, and it is a second sorted-area
-  constraint rather than a penalty on frame-to-frame change; the difference penalty says
-  "consecutive frames' masks agree" directly, is smooth, and works at any size.
+  the same λ_t from the first iteration: the reference's ``diff_loss``, followed exactly. (The
+  version of the reference's ``run_all.py`` we read never passes ``with_diff``, default False,
+  but passes ``with_core``: docs/METHODS.md, "STEP, F-EP and EP".)
+* **STEP's core term** (:func:`core_penalty`, ``--step-core`` = its weight, 0 = off): the
+  reference's ``with_core`` (its ``CoreLossCalulator``, "Old" variant), which its run scripts
+  enable (``--perturb_withcore``). Each area's mask is pooled by the mean over a binary
+  ellipsoid (:func:`ellipsoid_kernel`: the voxels whose coordinates, evenly spaced over [−1, 1]
+  per axis, ends included, have norm ≤ 1) at stride (1, k_y, k_x), no padding
+  (:func:`core_pool`); the cells are sorted (ties broken by a seeded permutation, as the
+  reference's shuffle) and the top k_a = ceil(a·N / int(0.5236 · k_t·k_y·k_x)) are pushed to 1,
+  the others to 0: mean over the top of (c − 1)² plus mean over the rest of c². The
+  reference's ellipsoid is 8 key frames of 16 × 11 × 11 px at 112 px (11 px is also its
+  stride); here it is scaled to the clip (:func:`core_kernel_shape`: (8, 6, 6) at 16 × 64 ×
+  64, (8, 11, 11) at 16 × 112 × 112; an axis of length ≤ 2, which the reference never has,
+  sits at the centre so that the kernel is never empty). The reference pools its padded
+  masks (the smooth-max generator's margin); ours have no margin. Its weight is constant
+  (300 in the reference, not grown like λ_t) and *switched on after the first tenth of the
+  iterations* (:func:`core_active`): the reference sets it after its step at iteration 100 of
+  the 1000 its run scripts use (1200 for Something-Something), so it acts from iteration 101;
+  at our CPU default of 100 iterations the same fraction is iteration 11, whereas "from
+  iteration 100" would never act and "from 0" would act while every pooled cell is still 1
+  (p starts at 1), when the top cells are a random draw and the term only pushes random
+  ellipsoids down before the network's gradient has shaped the mask: the delay's purpose in
+  the reference. The same fraction keeps that order at any ``ep_iterations``. Off by default:
+  on the synthetic benchmark it does not help (docs/EVALUATION.md, "STEP, F-EP and plain
+  extremal perturbation", has the measurements); with it off, ``step`` computes exactly what
+  it did before the term existed (tested bit for bit), and ``--step-core`` at its default
+  stays out of the config hash.
 * **F-EP's modulation** (:func:`dct_lowpass`, :func:`modulate`). Before each step the gradient
   of each area's parameters (T, h, w) *that comes from the network* (the reward's) goes to the
   3-D DCT domain (orthonormal DCT-II), keeps the coefficients with k_t < ceil(f·T), k_y <
@@ -74,10 +93,14 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   inside the optimisation loop, so :func:`dct` / :func:`idct` compute it with ``torch.fft`` (the
   FFT of the even extension; a few lines, exact to float rounding, checked against the cosine
   sums in the tests).
-* **Optimiser**: SGD, lr 0.05, momentum 0.9 with dampening 0.9 (the reference), for
-  ``ep_iterations`` steps: 100 by default on the CPU (on a synthetic clip 150 and 300 iterations
-  gave nearly the same maps: docs/METHODS.md), the reference runs 1000 (run scripts) to 2000. No
-  jitter (torchray flips every other iteration; the STEP code does not).
+* **Optimiser**: SGD, lr 0.05 (``--ep-lr``; out of the config hash at its default), momentum
+  0.9 with dampening 0.9 (the reference), for ``ep_iterations`` steps: 100 by default on the
+  CPU (on a synthetic clip 150 and 300 iterations gave nearly the same maps: docs/METHODS.md;
+  on the evaluation's clips 300 and 1000 iterations improve no method's metrics by more than
+  0.001, and F-EP stays below EP at 100-1000 iterations, cut-offs 0.25-0.75 and learning rates
+  0.05 and 0.1: docs/EVALUATION.md, "STEP, F-EP and plain extremal perturbation"); the
+  reference runs 1000 (run scripts) to 2000. No jitter (torchray flips every other iteration;
+  the STEP code does not).
 * **One map** (:func:`combine_masks`): the mean of the A final masks, in [0, 1] (a voxel kept at
   every area scores 1). The reference sums them and divides by the maximum after a per-frame
   Gaussian blur (σ 10 px at 112 px), a visualisation step not done here: it would smooth every
@@ -113,6 +136,16 @@ MOMENTUM = 0.9
 AREA_WEIGHT = 300.0
 AREA_GROWTH = 1.0008668  # per iteration: λ doubles every 800 iterations
 REFERENCE_MAX_BLUR = 20.0  # px at 112 px
+# STEP's core term (the reference's ``with_core``): an ellipsoid of CORE_KEY_FRAMES of 16 frames
+# x CORE_SIZE x CORE_SIZE px at 112 px, weight 300 (constant), switched on after iteration 100
+# of the reference's 1000 (CORE_START: the same fraction of our run).
+CORE_WEIGHT = 300.0
+CORE_KEY_FRAMES = 8  # of REFERENCE_FRAMES (the reference's default --perturb_num_keyframe)
+CORE_SIZE = 11.0  # px at 112 px, also the stride
+REFERENCE_FRAMES = 16
+CORE_START = 0.1  # fraction of the iterations after which the term is on (reference: 100/1000)
+ELLIPSOID_FILL = 0.5236  # the reference's π/6: the ellipsoid's share of its bounding box
+DEFAULT_STEP_CORE = 0.0
 
 EP_ITERATIONS = Option("ep_iterations", int, None, check=at_least(1),
                        help="STEP / F-EP / EP: optimiser iterations (default: the method's CPU "
@@ -131,6 +164,21 @@ EP_AREAS = Option("ep_areas", floats, None, check=_check_areas,
 FEP_KEEP = Option("fep_keep", float, None, check=in_range(0, 1, "(]"),
                   help="F-EP: fraction of the lowest DCT frequencies kept per axis (default: "
                        "the method's)")
+
+
+def _positive(value: float | None, _) -> str | None:
+    return None if value is None or value > 0 else f"must be > 0, got {value}"
+
+
+# Added after outputs existed: at their defaults (which compute what their absence did) they
+# stay out of the config hash, so earlier ep / step / fep outputs keep their hashes.
+EP_LR = Option("ep_lr", float, None, check=_positive, hash_default=False,
+               help="STEP / F-EP / EP: SGD learning rate (default: 0.05, the STEP code's)")
+STEP_CORE = Option("step_core", float, 0.0, check=at_least(0),  # DEFAULT_STEP_CORE
+                   hash_default=False,
+                   help="STEP: weight of the STEP code's core term (pooled mask pushed to 1 in "
+                        "the top ellipsoid cells, 0 elsewhere; 300 in the STEP code), on after "
+                        "the first tenth of the iterations; 0: off")
 
 
 # --- Pure functions -------------------------------------------------------------------------
@@ -209,6 +257,98 @@ def temporal_smoothness(masks: torch.Tensor, orders: int = 3) -> torch.Tensor:
     if not terms:
         return masks.new_zeros(masks.shape[0])
     return torch.stack(terms).mean(dim=0)
+
+
+def core_kernel_shape(frame_shape: Sequence[int]) -> tuple[int, int, int]:
+    """(T, H, W) → the core term's ellipsoid (k_t, k_y, k_x): the STEP code's 8 key frames of
+    16 and 11 × 11 px at 112 px, scaled to the clip: k_t = round(8 · T / 16), k_y = round(11 ·
+    H / 112), k_x = round(11 · W / 112), each at least 1 (16 × 64 × 64 → (8, 6, 6))."""
+    t, h, w = (int(v) for v in frame_shape)
+    return (max(1, round(CORE_KEY_FRAMES * t / REFERENCE_FRAMES)),
+            max(1, round(CORE_SIZE * h / 112.0)), max(1, round(CORE_SIZE * w / 112.0)))
+
+
+def ellipsoid_kernel(shape: Sequence[int]) -> torch.Tensor:
+    """Binary ellipsoid (k_t, k_y, k_x) inscribed in its box, as the STEP code's: the voxels
+    whose coordinates, spaced evenly over [−1, 1] per axis (ends included), have norm ≤ 1. An
+    axis of length 1 or 2 sits at 0, every voxel on it (the STEP code never has one; its ends
+    ±1 would leave two such axes an empty kernel, e.g. at 24 px, where k_y = k_x = 2)."""
+    axes = [torch.linspace(-1.0, 1.0, int(n)) if int(n) > 2 else torch.zeros(max(0, int(n)))
+            for n in shape]
+    if len(axes) != 3 or any(int(n) < 1 for n in shape):
+        raise ValueError(f"expected three kernel sizes >= 1, got {tuple(shape)}")
+    grids = torch.meshgrid(*axes, indexing="ij")
+    return (sum(g ** 2 for g in grids) <= 1.0 + 1e-6).float()
+
+
+def core_top_cells(num_voxels: int, area: float, kernel_shape: Sequence[int]) -> int:
+    """The STEP code's number of pooled cells pushed to 1: ceil(a · N / ones), ones =
+    int(k_t · k_y · k_x · 0.5236) (the ellipsoid's volume, π/6 of its box), at least 1."""
+    ones = max(1, int(math.prod(int(k) for k in kernel_shape) * ELLIPSOID_FILL))
+    return max(1, math.ceil(area * num_voxels / ones))
+
+
+def core_cell_count(frame_shape: Sequence[int], kernel_shape: Sequence[int]) -> int:
+    """M, the number of cells :func:`core_pool` gives for a (T, H, W) clip."""
+    (t, h, w), (kt, ky, kx) = ((int(v) for v in frame_shape), (int(k) for k in kernel_shape))
+    return (t - kt + 1) * ((h - ky) // ky + 1) * ((w - kx) // kx + 1)
+
+
+def core_pool(masks: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Mean of each mask (A, T, H, W) over the ellipsoid ``kernel`` (k_t, k_y, k_x) at stride
+    (1, k_y, k_x), no padding (the STEP code's ``conv3d`` divided by the kernel's sum): (A, M),
+    M = (T − k_t + 1) · (⌊(H − k_y) / k_y⌋ + 1) · (⌊(W − k_x) / k_x⌋ + 1) cells in [0, 1]."""
+    if masks.ndim != 4 or kernel.ndim != 3:
+        raise ValueError(f"expected (A, T, H, W) masks and a (k_t, k_y, k_x) kernel, got "
+                         f"{tuple(masks.shape)} and {tuple(kernel.shape)}")
+    weight = (kernel / kernel.sum()).to(masks.device, torch.float32)[None, None]
+    pooled = F.conv3d(masks[:, None].float(), weight,
+                      stride=(1, int(kernel.shape[1]), int(kernel.shape[2])))
+    return pooled.flatten(1)
+
+
+def core_penalty(masks: torch.Tensor, areas: Sequence[float], kernel: torch.Tensor,
+                 perm: torch.Tensor | None = None) -> torch.Tensor:
+    """STEP's core term of each mask: mean over the top k_a pooled cells of (c − 1)² plus mean
+    over the other cells of c² (the STEP code's ``CoreLossCalulator``, its "Old" variant).
+
+    c are the masks' means over the ellipsoid (:func:`core_pool`), sorted in descending order;
+    k_a = :func:`core_top_cells` for the mask's area, at most the number of cells (the second
+    mean is 0 when no cell is left).
+
+    Args:
+        masks: (A, T, H, W) in [0, 1], one per area.
+        areas: the A areas.
+        kernel: (k_t, k_y, k_x) from :func:`ellipsoid_kernel`.
+        perm: optional permutation of the M cells applied before sorting (random tie-breaks,
+            as the STEP code's shuffle; the value is the same).
+
+    Returns:
+        (A,); 0 exactly when k_a ellipsoids are fully preserved and every other cell is empty.
+    """
+    if len(areas) != masks.shape[0]:
+        raise ValueError(f"{masks.shape[0]} masks but {len(areas)} areas")
+    cells = core_pool(masks, kernel)
+    if perm is not None:
+        cells = cells[:, perm]
+    cells = cells.sort(dim=1, descending=True).values
+    n_vox = math.prod(masks.shape[1:])
+    out = []
+    for i, a in enumerate(areas):
+        k = min(core_top_cells(n_vox, float(a), kernel.shape), cells.shape[1])
+        loss = (cells[i, :k] - 1.0).pow(2).mean()
+        if k < cells.shape[1]:
+            loss = loss + cells[i, k:].pow(2).mean()
+        out.append(loss)
+    return torch.stack(out)
+
+
+def core_active(iteration: int, iterations: int, start: float = CORE_START) -> bool:
+    """Whether the core term acts at ``iteration`` (0-based) of ``iterations``: after the first
+    ``start`` share of the run, i.e. from iteration floor(start · iterations) + 1 (the STEP
+    code sets its weight after its step at iteration 100, so it acts from 101 of 1000; here
+    from 11 of 100)."""
+    return iteration > math.floor(start * iterations)
 
 
 def dct(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -331,8 +471,10 @@ def combine_masks(masks: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class EPSettings:
-    """One optimisation (module docstring). ``smooth`` = STEP's term, ``fep_keep`` = F-EP's
-    low-pass fraction (None: no modulation)."""
+    """One optimisation (module docstring). ``smooth`` = STEP's difference term, ``fep_keep``
+    = F-EP's low-pass fraction (None: no modulation), ``core_weight`` = the weight of STEP's
+    core term (0: off), on after the first ``core_start`` share of the iterations
+    (:func:`core_active`)."""
 
     areas: tuple[float, ...] = DEFAULT_AREAS
     iterations: int = DEFAULT_ITERATIONS
@@ -344,6 +486,8 @@ class EPSettings:
     smooth: bool = False
     smooth_orders: int = 3
     fep_keep: float | None = None
+    core_weight: float = 0.0
+    core_start: float = CORE_START
     seed: int = 0
     init: float = 1.0
     reward: str = "logit"
@@ -358,6 +502,12 @@ class EPSettings:
             raise ValueError(f"ep_iterations must be >= 1, got {self.iterations}")
         if self.fep_keep is not None:
             lowpass_sizes((1,), self.fep_keep)  # validates the range
+        if not self.lr > 0:
+            raise ValueError(f"ep_lr must be > 0, got {self.lr}")
+        if not self.core_weight >= 0:
+            raise ValueError(f"step_core must be >= 0, got {self.core_weight}")
+        if not 0.0 <= self.core_start < 1.0:
+            raise ValueError(f"core_start must be in [0, 1), got {self.core_start}")
         if self.reward not in ("logit", "prob"):
             raise ValueError(f"unknown reward {self.reward!r}; use logit or prob")
 
@@ -394,7 +544,9 @@ def optimise_masks(engine: PerturbationEngine, fill: torch.Tensor | float,
     chunk = max(1, engine.batch_size)
     scores = torch.zeros(n_areas)
     weight = settings.area_weight
-    for _ in range(settings.iterations):
+    kernel = (ellipsoid_kernel(core_kernel_shape(size)).to(device)
+              if settings.core_weight else None)
+    for it in range(settings.iterations):
         optimiser.zero_grad(set_to_none=False)
         perm = torch.randperm(n_vox, generator=gen, device=device)
         last = []
@@ -414,8 +566,13 @@ def optimise_masks(engine: PerturbationEngine, fill: torch.Tensor | float,
                 with torch.no_grad():
                     params.grad.copy_(modulate(params.grad, settings.fep_keep))
             masks = upsample_mask(params, size)
-            regulariser(masks, reference, weight, weight if settings.smooth else 0.0, perm,
-                        settings.smooth_orders).sum().backward()
+            reg = regulariser(masks, reference, weight, weight if settings.smooth else 0.0,
+                              perm, settings.smooth_orders)
+            if kernel is not None and core_active(it, settings.iterations, settings.core_start):
+                cells = core_cell_count(size, kernel.shape)
+                core_perm = torch.randperm(cells, generator=gen, device=device)
+                reg = reg + settings.core_weight * core_penalty(masks, areas, kernel, core_perm)
+            reg.sum().backward()
         optimiser.step()
         with torch.no_grad():
             params.clamp_(0.0, 1.0)
@@ -435,8 +592,9 @@ class _Extremal(Method):
     default_fill = "blur"
     smooth: bool = False  # STEP's temporal difference term
     low_pass: bool = False  # F-EP's gradient modulation
+    core: bool = False  # STEP's core term (weight --step-core)
     # No --score: the reward is the logit whatever it is (module docstring).
-    reads = (EP_ITERATIONS, EP_AREAS, FILL)
+    reads = (EP_ITERATIONS, EP_AREAS, FILL, EP_LR)
 
     @classmethod
     def options_read(cls, fill: str | None) -> tuple[str, ...]:
@@ -451,7 +609,9 @@ class _Extremal(Method):
         return EPSettings(
             areas=tuple(float(a) for a in opts.ep_areas or DEFAULT_AREAS),
             iterations=int(opts.ep_iterations or DEFAULT_ITERATIONS),
+            lr=float(opts.ep_lr) if opts.ep_lr is not None else LEARNING_RATE,
             smooth=self.smooth,
+            core_weight=float(opts.step_core) if self.core else 0.0,
             fep_keep=(float(keep) if keep is not None else DEFAULT_FEP_KEEP)
             if self.low_pass else None)
 
@@ -475,10 +635,13 @@ class ExtremalPerturbation(_Extremal):
 
 @register_method("step")
 class STEP(_Extremal):
-    """STEP: extremal perturbation plus the temporal difference penalty."""
+    """STEP: extremal perturbation plus the temporal difference penalty (and the core term
+    when ``--step-core`` > 0)."""
 
     name = "step"
     smooth = True
+    core = True
+    reads = (EP_ITERATIONS, EP_AREAS, FILL, EP_LR, STEP_CORE)
 
 
 @register_method("fep")
@@ -487,4 +650,4 @@ class FEP(_Extremal):
 
     name = "fep"
     low_pass = True
-    reads = (EP_ITERATIONS, EP_AREAS, FILL, FEP_KEEP)
+    reads = (EP_ITERATIONS, EP_AREAS, FILL, EP_LR, FEP_KEEP)
