@@ -1,0 +1,74 @@
+"""The probes of pipeline.apps.probe: known answers on networks whose behaviour is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.apps.probe import agreement, linearity, window_drops
+from tests.test_aosa_approx import (
+    LinearModel,
+    TwoRegionModel,
+    make_engine,
+    random_clip,
+    tubes_for,
+    two_region_clip,
+)
+from transforms.methods.base import MethodOptions, get_method
+
+
+def test_agreement_known_answers() -> None:
+    exact = np.array([0.3, -0.1, 0.05, -0.4, 0.2])
+    same = agreement(exact, exact)
+    assert same.spearman == pytest.approx(1) and same.pearson == pytest.approx(1)
+    assert same.same_sign == 1 and same.scale == pytest.approx(1)
+    flipped = agreement(-exact, exact)
+    assert flipped.spearman == pytest.approx(-1) and flipped.same_sign == 0
+    assert flipped.scale == pytest.approx(-1)
+    half = agreement(2 * exact, exact)  # right ranking, twice too large
+    assert half.spearman == pytest.approx(1) and half.scale == pytest.approx(0.5)
+    assert np.isnan(agreement(np.zeros(5), exact).scale)
+
+
+def test_first_order_is_exact_at_every_strength_on_a_linear_logit() -> None:
+    tubes = tubes_for(4, 2)
+    engine = make_engine(LinearModel(), random_clip(), 1, score="logit")
+    res = linearity(engine, torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners))
+    assert set(res) == {0.25, 0.5, 1.0}
+    for a, r in res.items():
+        assert r.spearman > 0.999 and r.same_sign == 1, a
+        assert r.scale == pytest.approx(1, abs=1e-3), a
+
+
+def test_a_saturating_score_departs_from_first_order_as_occlusion_grows() -> None:
+    tubes = tubes_for(4, 2)
+    engine = make_engine(TwoRegionModel(), two_region_clip(), 0)
+    res = linearity(engine, torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners),
+                    (0.05, 1.0))
+    assert abs(res[0.05].scale - 1) < 0.05  # small occlusions: first order holds
+    assert abs(res[1.0].scale - 1) > 2 * abs(res[0.05].scale - 1)
+
+
+class FirstHalfModel(nn.Module):
+    """Class 0's logit is the mean of channel 0 over frames 0-3 only (8-frame clips)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x[:, 0, :4].mean(dim=(1, 2, 3))
+        return torch.stack([v, torch.zeros_like(v)], dim=1)
+
+
+def test_window_drops_are_zero_in_the_window_the_network_ignores() -> None:
+    x = random_clip()
+    x[0, :4] += 1.0  # every occlusion of the first half lowers the logit
+    engine = make_engine(FirstHalfModel(), x, 0, score="logit")
+    method = get_method("aosa_t", MethodOptions())
+    boxes, partners = method.mask_set(tubes_for(4, 2), 8)
+    first, second = window_drops(engine, boxes, partners, method.windows(8), 0.0)
+    assert first["frames"] == [0, 4] and second["frames"] == [4, 8]
+    assert first["median_drop"] > 0 and first["share_drop_over_half"] >= 0
+    assert second["median_drop"] == 0 and second["mean_drop"] == 0 and second["q90_drop"] == 0
+    base = float(engine.base_score)
+    assert second["f_window_blanked"] == pytest.approx(base)
+    assert first["f_window_blanked"] == pytest.approx(0.0, abs=1e-6)  # the mean colour is 0
