@@ -72,3 +72,25 @@ def test_window_drops_are_zero_in_the_window_the_network_ignores() -> None:
     base = float(engine.base_score)
     assert second["f_window_blanked"] == pytest.approx(base)
     assert first["f_window_blanked"] == pytest.approx(0.0, abs=1e-6)  # the mean colour is 0
+
+
+def test_command_line_on_the_synthetic_network(tmp_path, capsys) -> None:
+    """Both probes end to end: the job's manifest reader (integer labels, relative videos),
+    the committed synth_small3d, one JSON line per row."""
+    import json
+
+    from pipeline.apps import probe, synth
+
+    synth.generate_temporal_split(tmp_path, seed=2, temporal_per_class=1, composed_per_class=0,
+                                  size=64, num_frames=16)
+    manifest = str(tmp_path / "temporal.jsonl")
+    common = ["--model", "synth_small3d", "--manifest", manifest, "--precision", "fp32"]
+    assert probe.main(["windows", *common, "--rows", "1"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert line["label"] == 1 and 0 <= line["f"] <= 1
+    assert [w["frames"] for w in line["windows"]] == [[0, 8], [8, 16]]
+    assert probe.main(["linearity", *common, "--rows", "2", "--alphas", "1"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert set(line["alphas"]) == {"1.0"} and -1 <= line["alphas"]["1.0"]["spearman"] <= 1
+    assert probe.main(["linearity", *common, "--rows", "99"]) == 2  # no such row: one line
+    assert "probe: --rows [99]:" in capsys.readouterr().err

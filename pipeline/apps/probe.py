@@ -4,8 +4,8 @@
     python -m pipeline.apps.probe windows --manifest halves/realbench.jsonl --rows 1,2,7
 
 ``linearity``: is AOSA-approx's first-order estimate of each mask's score change right? For
-each clip, the N integrated tube masks of ``aosa`` (the job's geometry: anchors every size/14
-px, boxes 2 × that, K = 3), the approximation's estimates Δ̂_i (fill ``local_mean``, no
+each clip, the N integrated tube masks of ``aosa`` (the job's default geometry: ``--stride``,
+``--box-size`` and ``--topk`` unset), the approximation's estimates Δ̂_i (fill ``local_mean``, no
 adjustment: ``aosa_approx``'s defaults) and the exact changes Δ_i(a) of occluding mask i only
 partly, V + a (μ − V) inside the mask, for a in ``--alphas`` (a = 1: AOSA's occlusion). A
 first-order estimate predicts Δ_i(a) = a Δ̂_i; the probe prints per a the Spearman and Pearson
@@ -109,21 +109,20 @@ def window_drops(engine: PerturbationEngine, boxes: np.ndarray, partners: np.nda
     return out
 
 
-def _clip_engine(scorer, row: dict, base: Path, score: str, batch_size: int):
-    """The clip of a manifest row as the job decodes it, its tubes, and its engine."""
+def _clip_engine(scorer, ref, score: str, batch_size: int):
+    """The clip of a manifest row (a ClipRef) as the job decodes it, its tubes (the job's
+    default geometry) and its engine aimed at the row's label."""
     from transforms.decode import decode_clip
-    from transforms.flow import farneback_flow
-    from transforms.tubes import build_tubes
+    from transforms.tubes import BOX_SIZE, STRIDE, TOPK, tubes_from_frames
 
     spec = scorer.spec
-    clip = decode_clip(str(base / row["video"]), int(row.get("start_frame", 0)),
-                       spec.num_frames, spec.input_size, spec.resize_ratio)
+    clip = decode_clip(ref.video, ref.start_frame, spec.num_frames, spec.input_size,
+                       spec.resize_ratio)
     x = scorer.to_input(clip.frames)
-    size = x.shape[-1]
-    stride = max(1, size // 14)
-    tubes = build_tubes(farneback_flow(clip.frames), stride, (2 * stride, 2 * stride), 3)
-    target = scorer.class_names.index(row["label"])
-    return tubes, PerturbationEngine(scorer, x, target, score, batch_size)
+    sizes = {"size": int(x.shape[-1]), "stride": None}  # the job's defaults for this size
+    stride, box = STRIDE.resolve(None, sizes), BOX_SIZE.resolve(None, sizes)
+    tubes = tubes_from_frames(clip.frames, stride, (box, box), TOPK.default)
+    return tubes, PerturbationEngine(scorer, x, ref.label, score, batch_size)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, required=True, help="JSONL with video, label")
     ap.add_argument("--rows", required=True, help="comma list of 0-based manifest rows")
     ap.add_argument("--model", default="i3d_kinetics400")
-    ap.add_argument("--precision", default=None, help="fp32 | bf16 (default: the job's)")
+    ap.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (as the job)")
     ap.add_argument("--score", choices=("prob", "logit"), default="prob")
     ap.add_argument("--fill", default="mean", help="windows: the occluder (mean | blur | "
                                                    "local_mean)")
@@ -140,22 +139,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="linearity: occlusion strengths a in (0, 1]")
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args(argv)
+    from transforms.io import read_manifest
     from transforms.model_handler import ModelConfig, VideoModelHandler
+    from transforms.records import ClipRef
 
-    rows = [json.loads(line) for line in args.manifest.read_text().splitlines() if line.strip()]
+    handler = VideoModelHandler(ModelConfig(args.model), "cpu", args.precision)
+    spec = handler.spec()
+    refs = list(read_manifest(str(args.manifest), spec.num_frames, 1, handler.class_names()))
     try:
-        picked = [rows[int(i)] for i in args.rows.split(",")]
+        rows = [int(i) for i in args.rows.split(",")]
+        missing = [i for i in rows if not 0 <= i < len(refs)]
+        if missing:
+            raise ValueError(f"--rows {missing}: {args.manifest} has {len(refs)} rows")
+        picked = [refs[i] for i in rows]
+        bad = [r for r in picked if not isinstance(r, ClipRef) or r.label is None]
+        if bad:
+            raise ValueError(f"rows without a readable video and label: {bad}")
         alphas = [float(a) for a in args.alphas.split(",")]
         if not all(0 < a <= 1 for a in alphas):
             raise ValueError(f"--alphas must be in (0, 1], got {args.alphas}")
-    except (IndexError, ValueError) as exc:
+    except ValueError as exc:
         print(f"probe: {exc}", file=sys.stderr)
         return 2
-    scorer = VideoModelHandler(ModelConfig(args.model), "cpu", args.precision).load_model()
-    for row in picked:
-        tubes, engine = _clip_engine(scorer, row, args.manifest.parent, args.score,
-                                     args.batch_size)
-        out = {"video": row["video"], "label": row["label"], "f": float(engine.base_score)}
+    scorer = handler.load_model()
+    for ref in picked:
+        tubes, engine = _clip_engine(scorer, ref, args.score, args.batch_size)
+        out = {"video": ref.video, "label": ref.label, "f": float(engine.base_score)}
         if args.probe == "linearity":
             res = linearity(engine, torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners),
                             alphas)
