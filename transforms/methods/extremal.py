@@ -546,6 +546,7 @@ def optimise_masks(engine: PerturbationEngine, fill: torch.Tensor | float,
     weight = settings.area_weight
     kernel = (ellipsoid_kernel(core_kernel_shape(size)).to(device)
               if settings.core_weight else None)
+    cells = core_cell_count(size, kernel.shape) if kernel is not None else 0
     for it in range(settings.iterations):
         optimiser.zero_grad(set_to_none=False)
         perm = torch.randperm(n_vox, generator=gen, device=device)
@@ -569,7 +570,6 @@ def optimise_masks(engine: PerturbationEngine, fill: torch.Tensor | float,
             reg = regulariser(masks, reference, weight, weight if settings.smooth else 0.0,
                               perm, settings.smooth_orders)
             if kernel is not None and core_active(it, settings.iterations, settings.core_start):
-                cells = core_cell_count(size, kernel.shape)
                 core_perm = torch.randperm(cells, generator=gen, device=device)
                 reg = reg + settings.core_weight * core_penalty(masks, areas, kernel, core_perm)
             reg.sum().backward()
