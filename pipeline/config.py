@@ -27,6 +27,7 @@ from transforms.methods.base import (
     MethodOptions,
     available_methods,
     method_declarations,
+    score_of,
 )
 from transforms.model_handler import ModelConfig, VideoModelHandler
 from transforms.options import COMMON, EXECUTION, METHOD, RUN, Option, OptionValues
@@ -260,6 +261,8 @@ class RunConfig(OptionValues):
             names = tuple(dict.fromkeys(o for m in self.methods
                                         for o in hash_options(m, self.fill))) + placed(RUN)
         values, options = self.as_dict(), declared_options()
+        if method is not None:  # the score it measures (its own when --score is not given)
+            values["score"] = score_of(method, values["score"])
         key = {name: values[name] for name in names
                if options[name].hash_default or values[name] != options[name].default}
         fixed = self.fixed_target()

@@ -44,11 +44,11 @@ FILL_PARAMS = tuple(p.name for params in FILL_PARAMETERS.values() for p in param
 COMMON_NAMES, RUN_NAMES = placed(COMMON), placed(RUN)
 
 # A small valid configuration; the defaults derived from others (box size, fill parameters)
-# are given so that changing one option changes nothing else.
+# and the methods' own (the score) are given so that changing one option changes nothing else.
 BASE = dict(input="in", output="out", model="tiny", size=24, num_frames=8, stride=6,
             box_size=12, topk=2, fill_sigma=1.0, fill_window=8, pointing_radius=1.5,
             ep_iterations=3, ep_areas=(0.1, 0.3), batch_size=8, metric_steps=4, device="cpu",
-            methods=METHOD_NAMES)
+            score="prob", methods=METHOD_NAMES)
 
 # A second valid value of every option.
 OTHER = {
@@ -207,6 +207,31 @@ def test_an_option_changes_a_map_if_and_only_if_the_method_declares_it(option, f
             wrong.append((m, f"declared={declared}", f"map changed={changed}",
                           f"hash changed={hash_changed}"))
     assert wrong == [], f"--{option} (base --fill {fill})"
+
+
+def test_a_method_left_its_own_score_measures_it_and_is_hashed_as_with_it_given(one_thread):
+    """No ``--score``: AOSA-T measures the logit, every other method the probability; each
+    method's map and hash are those of its own score given explicitly (so rows computed with
+    it keep their hashes), also when methods of both kinds share one clip's engine."""
+    assert {m: METHODS[m].default_score for m in METHOD_NAMES if
+            METHODS[m].default_score != "prob"} == {"aosa_t": "logit"}
+    default = config(score=None)
+    for m in METHOD_NAMES:
+        own = config(score=METHODS[m].default_score)
+        assert default.config_hash(m) == own.config_hash(m), m
+    assert default.config_hash("aosa_t") != config(score="prob").config_hash("aosa_t")
+    methods = ("aosa_t", "aosa", "aosa_t")  # switching score back and forth on one engine
+    handler = default.handler()
+    scorer = _SCORERS.setdefault(handler.share_tag(), handler.load_model())
+    tubes = build_tubes(FLOW, default.stride, (default.box_size, default.box_size), default.topk)
+    item = ClipTubes(ClipData(ClipRef("clip", "clip.avi"), FRAMES), tubes)
+    settings = dataclasses.replace(default.explain_settings(), methods=methods, metrics=False)
+    together = explain_clip(scorer, item, [get_method(m, default.method_options())
+                                           for m in methods], settings)
+    for m, result in zip(methods, together.methods, strict=True):
+        alone = explain_map(config(score=METHODS[m].default_score), m)
+        np.testing.assert_array_equal(result.saliency, alone, err_msg=m)
+    assert not np.allclose(together.methods[0].saliency, explain_map(config(), "aosa_t"))
 
 
 # --- The user guide ---------------------------------------------------------------------------

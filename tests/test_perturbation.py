@@ -127,6 +127,25 @@ def test_gradient_path_is_exact_on_a_linear_network():
     assert all(not p.requires_grad for p in net.parameters())  # the Scorer froze the weights
 
 
+def test_the_engine_switches_its_score_without_another_forward():
+    """``use_score``: each method of a run measures its own score on one engine."""
+    net = LinearNet()
+    x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(4))
+    engine = engine_for(net, x, target=2)
+    with torch.no_grad():
+        logits = net(x[None])[0]
+    prob = engine.base_score
+    engine.use_score("logit")
+    assert engine.base_score == pytest.approx(float(logits[2]), abs=1e-5)
+    scores, grads = engine.score_with_grad(x[None])
+    torch.testing.assert_close(grads[0], net.w[2].detach())  # the logit's gradient
+    engine.use_score("prob")
+    assert engine.base_score == prob == pytest.approx(float(torch.softmax(logits, 0)[2]))
+    assert engine.passes.forward == 1 + 1  # the clean forward once, the gradient's
+    with pytest.raises(ValueError, match="unknown score 'probability'"):
+        engine.use_score("probability")
+
+
 def test_fills_are_cached_per_clip_and_validated():
     x = torch.randn(3, 2, 8, 8)
     engine = engine_for(LinearNet((3, 2, 8, 8)), x)

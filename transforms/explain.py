@@ -31,7 +31,8 @@ class ExplainSettings:
         methods: method names, in output order.
         target: ``predicted`` | ``label`` | ``fixed`` (with ``fixed_target``).
         method_options: the methods' options; its ``score`` (``prob``, the paper's f, or
-            ``logit``) is what the engine measures. The metrics always measure the probability.
+            ``logit``; None: each method's own) is what the engine measures for a method that
+            reads it. The metrics always measure the probability.
         insertion_blur: > 0: insertion starts from a Gaussian blur (sigma px) of the clip.
         incremental: the engine scores occluded clips by incremental inference (equal maps).
     """
@@ -87,15 +88,15 @@ def explain_clip(scorer: Scorer, item: ClipTubes, methods: list[Method],
     predicted = int(probs.argmax())
     label = item.clip.ref.label
     target, source = choose_target(settings, label, predicted, num_classes)
-    engine = PerturbationEngine(scorer, x, target, settings.method_options.score,
-                                settings.batch_size, clean_logits=logits,
-                                incremental=settings.incremental)
+    engine = PerturbationEngine(scorer, x, target, "prob", settings.batch_size,
+                                clean_logits=logits, incremental=settings.incremental)
 
     def cls(i: int) -> ClassScore:
         return ClassScore(i, scorer.class_name(i), float(probs[i]))
 
     results = []
     for method in methods:
+        engine.use_score(type(method).score_read(settings.method_options.score))
         before, start = engine.passes.copy(), time.perf_counter()
         saliency = method.explain(engine, item.tubes).saliency
         if x.device.type == "cuda":

@@ -252,6 +252,14 @@ class PerturbationEngine:
         self._logits: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._approximate: dict[float, Callable[[torch.Tensor], torch.Tensor]] = {}
 
+    def use_score(self, kind: str) -> None:
+        """Measure ``kind`` from now on (each method of a run measures its own score,
+        :meth:`~transforms.methods.base.Method.score_read`); the clean forward is shared."""
+        if kind not in SCORES:
+            raise ValueError(f"unknown score {kind!r}; use one of {', '.join(SCORES)}")
+        self.score_kind = kind
+        self.base_score = float(target_score(self.clean_logits[None], self.target, kind)[0])
+
     @property
     def device(self) -> torch.device:
         return self.x.device

@@ -38,9 +38,10 @@ FILL_WINDOW = Option(
     "local_mean fill: patch side in px (default: 36 px at 112 px, scaled)",
     check=in_range(1, "size"),
     resolve=lambda v, c: max(1, round(36 * c["size"] / 112)) if v is None else v)
-SCORE = Option("score", str, "prob", choices=SCORES,
+SCORE = Option("score", str, None, choices=SCORES,
                help="what methods measure: prob (softmax probability of the target, the "
-                    "paper's f) | logit")
+                    "paper's f) | logit; default: each method's own (prob; AOSA-T: logit, "
+                    "docs/CLAIMS.md)")
 
 FILL_PARAMETERS: dict[str, tuple[Option, ...]] = {"blur": (FILL_SIGMA,),
                                                   "local_mean": (FILL_WINDOW,)}
@@ -108,6 +109,7 @@ class Method(ABC):
     needs_tubes: bool = False
     uses_network: bool = True  # its cost includes the clean forward it shares (False: none)
     default_fill: str = "mean"  # the fill used when --fill is not given
+    default_score: str = "prob"  # the score used when --score is not given
     reads: tuple[Option, ...] = ()
 
     @classmethod
@@ -121,6 +123,12 @@ class Method(ABC):
 
     def __init__(self, options: MethodOptions | None = None) -> None:
         self.options = options or MethodOptions()
+
+    @classmethod
+    def score_read(cls, score: str | None) -> str:
+        """The score this method measures when the run's ``--score`` is ``score``: that
+        score when the method reads ``--score`` and one is given, else ``default_score``."""
+        return score if score is not None and SCORE in cls.reads else cls.default_score
 
     def fill(self, engine: PerturbationEngine) -> torch.Tensor | float:
         """This method's fill for the engine's clip (``--fill``, else ``default_fill``)."""
@@ -142,6 +150,13 @@ def register_method(name: str):
         return factory
 
     return wrap
+
+
+def score_of(method: str, score: str | None) -> str | None:
+    """The score ``method`` measures under the run's ``--score`` (:meth:`Method.score_read`;
+    a registered factory that declares nothing keeps the run's value)."""
+    read = getattr(METHODS[method], "score_read", None)
+    return score if read is None else read(score)
 
 
 def get_method(name: str, options: MethodOptions | None = None) -> Method:
