@@ -58,7 +58,7 @@ OTHER = {
     "box_size": 8, "topk": 1, "num_frames": 6, "size": 32, "frame_stride": 2,
     "batch_size": 3, "device": "cuda:0", "precision": "bf16", "target": "label",
     "score": "logit", "aggregation": "paper", "fill": "blur", "fill_sigma": 3.0,
-    "fill_window": 3, "approx_adjust": True, "t_window": 2, "t_hop": 1,
+    "fill_window": 3, "approx_adjust": True, "approx_steps": 2, "t_window": 2, "t_hop": 1,
     "ep_iterations": 4, "ep_areas": (0.2, 0.3), "fep_keep": 0.25, "ep_lr": 0.1,
     "step_core": 300.0, "metrics": False,
     "metric_steps": 5, "pointing_radius": 3.0, "insertion_blur": 1.0, "seed": 1,

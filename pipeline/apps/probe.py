@@ -6,7 +6,7 @@
 ``linearity``: is AOSA-approx's first-order estimate of each mask's score change right? For
 each clip, the N integrated tube masks of ``aosa`` (the job's default geometry: ``--stride``,
 ``--box-size`` and ``--topk`` unset), the approximation's estimates Δ̂_i (fill ``local_mean``, no
-adjustment: ``aosa_approx``'s defaults) and the exact changes Δ_i(a) of occluding mask i only
+adjustment: ``aosa_approx``'s defaults; the gradient where ``--approx-steps`` says) and the exact changes Δ_i(a) of occluding mask i only
 partly, V + a (μ − V) inside the mask, for a in ``--alphas`` (a = 1: AOSA's occlusion). A
 first-order estimate predicts Δ_i(a) = a Δ̂_i; the probe prints per a the Spearman and Pearson
 correlations of a Δ̂ and Δ(a), the share of masks whose signs agree, and the least-squares
@@ -65,16 +65,18 @@ def agreement(predicted: np.ndarray, exact: np.ndarray) -> Agreement:
 
 
 def linearity(engine: PerturbationEngine, boxes: torch.Tensor, partners: torch.Tensor,
-              alphas: Sequence[float] = ALPHAS, method: str = "aosa_approx"
-              ) -> dict[float, Agreement]:
-    """Per occlusion strength a: the agreement of a · Δ̂ (``method``'s first-order estimates,
-    its default fill μ) with the exact changes of V + a (μ − V) inside each mask.
+              alphas: Sequence[float] = ALPHAS, method: str = "aosa_approx",
+              steps: int | None = None) -> dict[float, Agreement]:
+    """Per occlusion strength a: the agreement of a · Δ̂ (``method``'s estimates, its default
+    fill μ) with the exact changes of V + a (μ − V) inside each mask.
 
     Args:
         engine: the clip's perturbation engine (its score kind is used throughout).
         boxes: int (N, T, 4) tube boxes; partners: int64 (N, K).
+        steps: ``--approx-steps`` of the estimates (None: the method's default).
     """
-    approx = get_method(method, MethodOptions())
+    approx = get_method(method, MethodOptions() if steps is None
+                        else MethodOptions(approx_steps=steps))
     fill = approx.fill(engine)
     base = float(engine.base_score)
     estimate = approx.mask_scores(engine, boxes, partners).double().cpu().numpy() - base
@@ -137,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                    "local_mean)")
     ap.add_argument("--alphas", default=",".join(map(str, ALPHAS)),
                     help="linearity: occlusion strengths a in (0, 1]")
+    ap.add_argument("--approx-steps", type=int, default=None,
+                    help="linearity: where the estimates' gradient is taken (as the job's "
+                         "--approx-steps; default: the job's default)")
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args(argv)
     from transforms.io import read_manifest
@@ -167,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = {"video": ref.video, "label": ref.label, "f": float(engine.base_score)}
         if args.probe == "linearity":
             res = linearity(engine, torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners),
-                            alphas)
+                            alphas, steps=args.approx_steps)
             out["alphas"] = {str(a): vars(r) for a, r in res.items()}
         else:
             method = get_method("aosa_t", MethodOptions(fill=args.fill))
