@@ -337,3 +337,24 @@ def test_chooser_says_when_a_reference_ties_with_the_best(tmp_path):
     (row,) = tables.chooser(run)
     assert (row["best"], row["choice"], row["reference_tied"]) == ("aosa", "gradcam", True)
     assert "does not separate" in render.chooser_table([row]).cells[0][-1]
+
+
+def test_the_time_mass_is_summarised_paired_and_chosen_on(tmp_path):
+    """Runs with frame ranges: the share of above-median mass in the true frames
+    (``t_above_median_share``) gets its mean and interval, its paired test and its chooser
+    row, by hand on 8 clips: aosa_t at 0.9 + i/100, aosa at 0.5 (worse on every clip)."""
+    rows = []
+    for i in range(8):
+        rows.append(metric_row(f"c{i}", "aosa_t", t_above_median_share=0.9 + i / 100,
+                               tpt_hit=True, seconds=2.0))
+        rows.append(metric_row(f"c{i}", "aosa", t_above_median_share=0.5, tpt_hit=True,
+                               seconds=1.0))
+    run = load_run(str(write_output(tmp_path / "out", rows, tiny_maps(rows))))
+    summary = {r["method"]: r for r in tables.summarise(run)}
+    assert summary["aosa_t"]["t_above_median_share_mean"] == pytest.approx(0.935)
+    assert summary["aosa"]["t_above_median_share_mean"] == pytest.approx(0.5)
+    (pair,) = tables.method_pairs(run, "aosa")
+    assert pair["t_above_median_share_diff"] == pytest.approx(0.435)
+    assert pair["t_above_median_share_p"] == pytest.approx(2 / 256)
+    chosen = {r["metric"]: r for r in tables.chooser(run)}
+    assert (chosen["T-mass"]["best"], chosen["T-mass"]["choice"]) == ("aosa_t", "aosa_t")

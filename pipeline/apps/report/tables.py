@@ -33,6 +33,7 @@ METRICS = (
     Metric("insertion_auc", "insertion", True),
     Metric("spt_rate", "S-PT", True),
     Metric("tpt_hit", "T-PT", True),
+    Metric("t_above_median_share", "T-mass", True),  # above-median mass in the true frames
 )
 
 
