@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from transforms.methods.base import Method, MethodOptions
+from transforms.methods.base import Method, MethodOptions, score_of
 from transforms.metrics import deletion_insertion, pointing_game
 from transforms.perturbation import PerturbationEngine
 from transforms.records import ClassScore, ClipResult, ClipTubes, MapMetrics, MethodResult
@@ -96,7 +96,7 @@ def explain_clip(scorer: Scorer, item: ClipTubes, methods: list[Method],
 
     results = []
     for method in methods:
-        engine.use_score(type(method).score_read(settings.method_options.score))
+        engine.use_score(score_of(method, settings.method_options.score) or "prob")
         before, start = engine.passes.copy(), time.perf_counter()
         saliency = method.explain(engine, item.tubes).saliency
         if x.device.type == "cuda":

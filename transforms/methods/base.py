@@ -152,10 +152,12 @@ def register_method(name: str):
     return wrap
 
 
-def score_of(method: str, score: str | None) -> str | None:
-    """The score ``method`` measures under the run's ``--score`` (:meth:`Method.score_read`;
-    a registered factory that declares nothing keeps the run's value)."""
-    read = getattr(METHODS[method], "score_read", None)
+def score_of(method: str | object, score: str | None) -> str | None:
+    """The score ``method`` (a registered name or a method instance) measures under the run's
+    ``--score`` (:meth:`Method.score_read`; a factory that declares nothing keeps the run's
+    value)."""
+    factory = METHODS[method] if isinstance(method, str) else type(method)
+    read = getattr(factory, "score_read", None)
     return score if read is None else read(score)
 
 
