@@ -53,9 +53,8 @@ Steps:
    (no interaction between voxels: tested): the Taylor term at V uses the slope at the clean
    clip only, the path averages the slope along the way to the fill. Cost: K backwards
    instead of 1 (K = 1, the midpoint alone, costs what the paper's estimate costs).
-   **Default K = 1**, a deliberate departure from the paper: on 12 verified real composites
-   with I3D it raises insertion from 0.33× to 0.53× of exact AOSA's at the same cost, and on
-   the synthetic held-out split it is level (docs/CLAIMS.md).
+   **Default K = 1**, a deliberate departure from the paper, chosen on real footage with I3D
+   (better insertion at the same cost) and the synthetic split (level): docs/CLAIMS.md.
 
 3. **Derivative adjustment** (§3.5.3; off unless ``--approx-adjust``: docs/METHODS.md says
    why). Tukey fences q1 − 1.5·IQR and q3 + 1.5·IQR on the N
