@@ -164,19 +164,24 @@ _SCORERS: dict[str, Scorer] = {}
 _MAPS: dict[tuple[RunConfig, str], np.ndarray] = {}
 
 
+def explain_maps(cfg: RunConfig, methods: tuple[str, ...]) -> list[np.ndarray]:
+    """The methods' maps of the clip under ``cfg``, in one ``explain_clip`` (one engine), as
+    the pipeline's tubes and explain stages compute them (metrics off: they never change a
+    map)."""
+    handler = cfg.handler()
+    scorer = _SCORERS.setdefault(handler.share_tag(), handler.load_model())
+    tubes = build_tubes(FLOW, cfg.stride, (cfg.box_size, cfg.box_size), cfg.topk)
+    item = ClipTubes(ClipData(ClipRef("clip", "clip.avi"), FRAMES), tubes)
+    settings = dataclasses.replace(cfg.explain_settings(), methods=methods, metrics=False)
+    result = explain_clip(scorer, item, [get_method(m, cfg.method_options()) for m in methods],
+                          settings)
+    return [r.saliency for r in result.methods]
+
+
 def explain_map(cfg: RunConfig, method: str) -> np.ndarray:
-    """``method``'s map of the clip under ``cfg``, as the pipeline's tubes and explain stages
-    compute it (metrics off: they never change a map)."""
+    """``method``'s map of the clip under ``cfg`` (:func:`explain_maps`), computed once."""
     if (cfg, method) not in _MAPS:
-        handler = cfg.handler()
-        scorer = _SCORERS.setdefault(handler.share_tag(), handler.load_model())
-        tubes = build_tubes(FLOW, cfg.stride, (cfg.box_size, cfg.box_size), cfg.topk)
-        item = ClipTubes(ClipData(ClipRef("clip", "clip.avi"), FRAMES), tubes)
-        settings = dataclasses.replace(cfg.explain_settings(), methods=(method,),
-                                       metrics=False)
-        result = explain_clip(scorer, item, [get_method(method, cfg.method_options())],
-                              settings)
-        _MAPS[cfg, method] = result.methods[0].saliency
+        _MAPS[cfg, method] = explain_maps(cfg, (method,))[0]
     return _MAPS[cfg, method]
 
 
@@ -221,17 +226,11 @@ def test_a_method_left_its_own_score_measures_it_and_is_hashed_as_with_it_given(
         assert default.config_hash(m) == own.config_hash(m), m
     assert default.config_hash("aosa_t") != config(score="prob").config_hash("aosa_t")
     methods = ("aosa_t", "aosa", "aosa_t")  # switching score back and forth on one engine
-    handler = default.handler()
-    scorer = _SCORERS.setdefault(handler.share_tag(), handler.load_model())
-    tubes = build_tubes(FLOW, default.stride, (default.box_size, default.box_size), default.topk)
-    item = ClipTubes(ClipData(ClipRef("clip", "clip.avi"), FRAMES), tubes)
-    settings = dataclasses.replace(default.explain_settings(), methods=methods, metrics=False)
-    together = explain_clip(scorer, item, [get_method(m, default.method_options())
-                                           for m in methods], settings)
-    for m, result in zip(methods, together.methods, strict=True):
+    together = explain_maps(default, methods)
+    for m, saliency in zip(methods, together, strict=True):
         alone = explain_map(config(score=METHODS[m].default_score), m)
-        np.testing.assert_array_equal(result.saliency, alone, err_msg=m)
-    assert not np.allclose(together.methods[0].saliency, explain_map(config(), "aosa_t"))
+        np.testing.assert_array_equal(saliency, alone, err_msg=m)
+    assert not np.allclose(together[0], explain_map(config(), "aosa_t"))
 
 
 # --- The user guide ---------------------------------------------------------------------------

@@ -3,15 +3,16 @@
     python -m pipeline.apps.probe linearity --manifest rb0/sub12.jsonl --rows 0,3,6
     python -m pipeline.apps.probe windows --manifest halves/realbench.jsonl --rows 1,2,7
 
-``linearity``: is AOSA-approx's first-order estimate of each mask's score change right? For
-each clip, the N integrated tube masks of ``aosa`` (the job's default geometry: ``--stride``,
-``--box-size`` and ``--topk`` unset), the approximation's estimates Δ̂_i (fill ``local_mean``, no
-adjustment: ``aosa_approx``'s defaults; the gradient where ``--approx-steps`` says) and the exact changes Δ_i(a) of occluding mask i only
-partly, V + a (μ − V) inside the mask, for a in ``--alphas`` (a = 1: AOSA's occlusion). A
-first-order estimate predicts Δ_i(a) = a Δ̂_i; the probe prints per a the Spearman and Pearson
+``linearity``: is AOSA-approx's estimate of each mask's score change right? For each clip, the
+N integrated tube masks of ``aosa`` (the job's default geometry: ``--stride``, ``--box-size``
+and ``--topk`` unset), the approximation's estimates Δ̂_i (fill ``local_mean``, no adjustment:
+``aosa_approx``'s defaults; the gradient where ``--approx-steps`` says, 0 for the paper's
+first-order term at the clip) and the exact changes Δ_i(a) of occluding mask i only partly,
+V + a (μ − V) inside the mask, for a in ``--alphas`` (a = 1: AOSA's occlusion). A first-order
+estimate at the clip predicts Δ_i(a) = a Δ̂_i; the probe prints per a the Spearman and Pearson
 correlations of a Δ̂ and Δ(a), the share of masks whose signs agree, and the least-squares
 scale of Δ(a) on a Δ̂ (1 where the estimate is right, 0 where it says nothing). Cost:
-N × len(alphas) forwards + 1 gradient per clip.
+N × len(alphas) forwards + max(1, K) gradients per clip.
 
 ``windows``: AOSA-T's mask scores per temporal window (its default windows: two half clips):
 per window the median, mean and 90th percentile of the drops f(V) − f_i, the share of masks
@@ -38,7 +39,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from transforms.methods.aosa import occlusion_scores
 from transforms.methods.base import MethodOptions, get_method
-from transforms.perturbation import PerturbationEngine
+from transforms.perturbation import SCORES, PerturbationEngine
 
 ALPHAS = (0.25, 0.5, 1.0)
 
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rows", required=True, help="comma list of 0-based manifest rows")
     ap.add_argument("--model", default="i3d_kinetics400")
     ap.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (as the job)")
-    ap.add_argument("--score", choices=("prob", "logit"), default="prob")
+    ap.add_argument("--score", choices=SCORES, default="prob")
     ap.add_argument("--fill", default="mean", help="windows: the occluder (mean | blur | "
                                                    "local_mean)")
     ap.add_argument("--alphas", default=",".join(map(str, ALPHAS)),
@@ -171,8 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tubes, engine = _clip_engine(scorer, ref, args.score, args.batch_size)
         out = {"video": ref.video, "label": ref.label, "f": float(engine.base_score)}
         if args.probe == "linearity":
-            res = linearity(engine, torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners),
-                            alphas, steps=args.approx_steps)
+            res = linearity(engine, torch.from_numpy(tubes.boxes),
+                            torch.from_numpy(tubes.partners), alphas, steps=args.approx_steps)
             out["alphas"] = {str(a): vars(r) for a, r in res.items()}
         else:
             method = get_method("aosa_t", MethodOptions(fill=args.fill))
