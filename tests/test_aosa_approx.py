@@ -17,8 +17,8 @@ from transforms.methods.aosa import aggregate_boxes
 from transforms.methods.aosa_approx import (  # also registers the approx methods
     approx_scores,
     box_mask_sums,
-    path_alphas,
     dense_mask_sums,
+    path_alphas,
     taylor_changes,
     taylor_direction,
     tukey_fences,
@@ -478,3 +478,40 @@ def test_path_batch_size_does_not_change_the_map():
     assert np.abs(maps[0]).max() > 0
     np.testing.assert_allclose(maps[0], maps[1], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(maps[0], maps[2], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 4])
+def test_estimates_equal_captum_attributions_summed_per_mask(steps):
+    """An independent implementation of the same estimate: captum's IntegratedGradients with
+    the fill as baseline and its midpoint rule (``riemann_middle``, the same K points), or its
+    plain input gradient (``Saliency``) at the one point of K = 0 (the clip) or K = 1 (half-way),
+    times (V − μ); summed over each integrated tube mask m_i on the tiny CNN's softmax:
+    f̂(V̂_i) = f(V) − Σ m_i ⊙ attribution."""
+    from captum.attr import IntegratedGradients, Saliency
+
+    tubes, x = tubes_for(4, 2), hot_clip()
+    torch.manual_seed(0)
+    model = TinyVideoNet(3).eval()
+    engine = make_engine(model, x, 1)
+    fill = engine.fill("local_mean", window=WINDOW)
+    baseline = torch.as_tensor(fill, dtype=x.dtype).expand_as(x)[None].clone()
+
+    def prob(batch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(batch).float(), dim=1)
+
+    if steps <= 1:  # captum's midpoint rule needs 2 points or more: one gradient, at a
+        point = x[None] + {0: 0.0, 1: 0.5}[steps] * (baseline - x[None])
+        grad = Saliency(prob).attribute(point.requires_grad_(True), target=1, abs=False)
+        attribution = grad * (x[None] - baseline)
+    else:
+        attribution = IntegratedGradients(prob).attribute(
+            x[None].clone(), baselines=baseline, target=1, n_steps=steps,
+            method="riemann_middle")
+    boxes, partners = torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners)
+    masks = torch.cat(list(tube_mask_batches(boxes, partners, (32, 32), 8))).double()
+    per_mask = (masks[:, None] * attribution.double()).flatten(1).sum(1)  # (N,)
+    want = (engine.base_score - per_mask).numpy()
+    got = estimates(engine, tubes, fill, adjust=False, steps=steps).numpy()
+    assert np.abs(want - engine.base_score).max() > 1e-3  # the masks do move the score
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
