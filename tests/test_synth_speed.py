@@ -114,6 +114,67 @@ def test_deforming_targets_have_exact_boxes_and_really_deform(deform: str):
             assert aspect.max() > 1.5 and aspect.min() < 1 / 1.5
 
 
+def test_the_walker_is_articulated_with_exact_boxes():
+    """The walker's limbs swing (its box's width changes ~2x: legs together, legs apart) while
+    it stays upright and its size stays (only where the limbs overlap does its area shrink),
+    its boxes are exact, and it is red."""
+    for label in range(4):
+        params, clip, masks = _speed_clip(11, label, 0, 0.03, "walker", size=128)
+        assert params.target.shape == "walker" and params.target.swing == synth.WALKER_SWING
+        rgb = clip.astype(np.int32)
+        red = rgb[..., 0] - np.maximum(rgb[..., 1], rgb[..., 2]) > 100
+        widths, heights, areas = [], [], []
+        for t, box in enumerate(synth.boxes_from_masks(masks)):
+            x0, y0, x1, y1 = box
+            inside = np.zeros_like(masks[t])
+            inside[y0:y1, x0:x1] = True
+            assert not masks[t][~inside].any()
+            assert red[t][masks[t]].mean() > 0.9
+            widths.append(x1 - x0)
+            heights.append(y1 - y0)
+            areas.append(masks[t].sum())
+        assert max(widths) > 1.8 * min(widths)  # legs together / apart
+        assert max(heights) - min(heights) <= 0.15 * max(heights)  # upright throughout
+        assert min(areas) > 0.55 * max(areas)
+
+
+def test_the_walkers_gait_follows_its_speed():
+    """One gait cycle per WALKER_STRIDE half heights of travel (cadence proportional to speed,
+    never faster than WALKER_MIN_PERIOD frames), and the limbs' angle is a known sinusoid."""
+    assert synth.walker_period(10.0, 2.0) == pytest.approx(10.0)
+    assert synth.walker_period(10.0, 4.0) == pytest.approx(5.0)
+    assert synth.walker_period(10.0, 100.0) == synth.WALKER_MIN_PERIOD
+    periods = [_speed_clip(3, 0, 1, s, "walker", size=128)[0].target.pulse_period
+               for s in (0.02, 0.04)]
+    assert periods[0] == pytest.approx(2 * periods[1])
+    track = synth.ObjectTrack("walker", (200, 30, 30), 10.0, (0.0, 0.0), (1.0, 0.0),
+                              pulse_period=8.0, pulse_phase=0.0, swing=0.5)
+    assert synth.limb_angle(track, 2.0) == pytest.approx(0.5)
+    assert synth.limb_angle(track, 4.0) == pytest.approx(0.0, abs=1e-12)
+    assert synth.limb_angle(synth.ObjectTrack("circle", (0, 0, 0), 1.0, (0, 0), (0, 0)),
+                            2.0) == 0.0
+    # Legs at 0 rad: the figure is one vertical stroke below the head, as wide as the head.
+    mask = synth.shape_mask("walker", (32.0, 32.0), 20.0, 0.0, 64, 64, limbs=0.0)
+    cols = np.flatnonzero(mask.any(axis=0))
+    assert cols[-1] - cols[0] + 1 <= 2 * 0.24 * 20 + 1
+
+
+def test_walker_dataset_rows_say_so_and_disc_rows_are_unchanged(tmp_path: Path):
+    walker, disc = tmp_path / "walker", tmp_path / "disc"
+    synth.main(["--out", str(walker), "--per-class", "2", "--size", "32", "--frames", "8",
+                "--target-shape", "walker"])
+    synth.main(["--out", str(disc), "--per-class", "2", "--size", "32", "--frames", "8"])
+    rows = [json.loads(x) for x in (walker / "train.jsonl").read_text().splitlines()]
+    assert rows and all(r["target_shape"] == "walker" for r in rows)
+    assert all("target_shape" not in json.loads(x)
+               for x in (disc / "train.jsonl").read_text().splitlines())
+    rng = synth.clip_rng(0, 1, 0)
+    assert synth.sample_clip_params(rng, 1, 32, 8) == synth.sample_clip_params(
+        synth.clip_rng(0, 1, 0), 1, 32, 8, target_shape="circle")
+    with pytest.raises(ValueError, match="unknown target shape"):
+        synth.sample_clip_params(synth.clip_rng(0, 1, 0), 1, target_shape="square")
+
+
 def test_speed_split_layout_determinism_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture):
     out = tmp_path / "cli"
     assert synth.main(["--out", str(out), "--per-class", "0", "--speed-sweep", "1", "--speeds",
@@ -198,3 +259,34 @@ def test_evaluate_bins_groups_and_pairs(tmp_path: Path):
     assert "| deform none, speed 0.02 | 4 | 1.00 |" in text and "+0.250" in text
     with pytest.raises(ValueError, match="matches no manifest row"):
         evaluate_bins.group_rows([{**rows[0], "video": "/data/other.avi"}], bins)
+
+
+def test_blanked_paints_the_box_and_its_opposite():
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    colour = np.array([7, 8, 9], np.uint8)
+    target, other = evaluate_bins.blanked(frames, [[1, 2, 3, 3], None], colour)
+    want = np.zeros_like(frames)
+    want[0, 2:3, 1:3] = colour
+    np.testing.assert_array_equal(target, want)
+    want = np.zeros_like(frames)
+    want[0, 6:7, 5:7] = colour  # half the frame away on both axes
+    np.testing.assert_array_equal(other, want)
+    target, other = evaluate_bins.blanked(frames, [[6.5, 6, 8, 8], None], colour)
+    assert (other[0, 2:4, 2:4] == colour).all() and other[0].any(axis=2).sum() == 4  # wraps
+
+
+def test_truth_mode_shows_the_network_uses_the_targets_boxes(tmp_path: Path, capsys):
+    """``evaluate_bins --truth`` on two bins of the sweep with the committed network: blanking
+    the target costs p(label), blanking a same-size box elsewhere does not."""
+    synth.main(["--out", str(tmp_path), "--per-class", "0", "--speed-sweep", "1", "--speeds",
+                "0.02,0.04", "--size", "128", "--frames", "16", "--seed", "5"])
+    capsys.readouterr()
+    manifest = tmp_path / "speed.jsonl"
+    rows = evaluate_bins.truth_rows(manifest, *build_model("synth_small3d"))
+    assert len(rows) == 8 and np.mean([r["correct"] for r in rows]) >= 0.75
+    assert np.mean([r["p"] - r["p_target"] for r in rows]) > 0.3
+    assert np.mean([abs(r["p"] - r["p_else"]) for r in rows]) < 0.05
+    assert evaluate_bins.main(["--manifest", str(manifest), "--output", str(tmp_path / "o"),
+                               "--truth"]) == 0
+    table = (tmp_path / "o" / "truth_bins.md").read_text()
+    assert "| deform none, speed 0.02 | 4 |" in table and table in capsys.readouterr().out

@@ -11,6 +11,16 @@ intervals over the bin's clips), and for each ``--pair A,B`` the paired differen
 each metric over the clips both explained (mean with its 95 % bootstrap interval, share of
 clips where A is better, two-sided Wilcoxon p: :func:`pipeline.apps.report.stats.paired`);
 first an overview with one line per bin. Printed and written to ``OUT/evaluation_bins.md``.
+
+With ``--truth`` it measures instead whether the bins' boxes are what the network uses (run it
+before trusting a pointing score in a bin): per clip, decoded as the job decodes it, the
+label's probability clean, with the target's boxes blanked (the spec's mean colour, every frame
+with a box) and with a box of the same size half the frame away on both axes blanked instead;
+per bin the network's accuracy, the means, and the share of clips where blanking the target
+costs more. Printed and written to ``OUT/truth_bins.md``::
+
+    python -m pipeline.apps.evaluate_bins --manifest DIR/speed.jsonl --output OUT --truth \
+        --model synth_small3d --checkpoint walker.pt
 """
 
 from __future__ import annotations
@@ -23,10 +33,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from models import ModelSpec, build_model
 from pipeline.apps.evaluate import markdown, summarise
 from pipeline.apps.report.stats import Paired, paired
+from pipeline.apps.train import to_input
 from pipeline.outputs import read_table
+from transforms.decode import clip_boxes, decode_clip
 from transforms.sink import OutputPaths
 
 # metric column, name in the tables, whether higher is better
@@ -112,6 +126,79 @@ def report(rows: list[dict], bins: dict[str, tuple], by: Sequence[str],
     return "\n".join(lines) + "\n\n" + "\n".join(sections)
 
 
+def blanked(frames: np.ndarray, boxes: Sequence[Sequence[float] | None], colour: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The clip with its boxes painted ``colour``, and with same-size boxes half the frame away
+    on both axes (wrapping) painted instead.
+
+    Args:
+        frames: uint8 (T, H, W, 3).
+        boxes: T boxes ``[x0, y0, x1, y1]`` in these frames' pixels, or None (not in view).
+        colour: uint8 (3,).
+
+    Returns:
+        (target blanked, elsewhere blanked), each uint8 (T, H, W, 3).
+    """
+    target, other = frames.copy(), frames.copy()
+    height, width = frames.shape[1:3]
+    for t, box in enumerate(boxes):
+        if box is None:
+            continue
+        x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+        x1, y1 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+        target[t, y0:y1, x0:x1] = colour
+        rows = (np.arange(y0, y1) + height // 2) % height
+        cols = (np.arange(x0, x1) + width // 2) % width
+        other[t, rows[:, None], cols[None, :]] = colour
+    return target, other
+
+
+def truth_rows(manifest: Path, model: torch.nn.Module, spec: ModelSpec) -> list[dict]:
+    """Per manifest row with a label and boxes: ``video``, ``correct`` and p(label) clean /
+    target blanked / elsewhere blanked (:func:`blanked`), the clip decoded as the job does."""
+    colour = (np.array(spec.mean) * 255).round().astype(np.uint8)
+    out = []
+    for line in manifest.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row.get("boxes") is None or not isinstance(row.get("label"), int):
+            continue
+        path = row["video"] if Path(row["video"]).is_absolute() else str(
+            manifest.parent / row["video"])
+        clip = decode_clip(path, int(row.get("start_frame") or 0), spec.num_frames,
+                           spec.input_size, spec.resize_ratio)
+        boxes = clip_boxes(row["boxes"], clip.frame_indices, clip.source_size, clip.scale,
+                           clip.offset, spec.input_size)
+        target, other = blanked(clip.frames, boxes, colour)
+        with torch.no_grad():
+            p = torch.softmax(model(to_input(np.stack([clip.frames, target, other]), spec)), 1)
+        label = row["label"]
+        out.append({"video": row["video"], "correct": int(p[0].argmax()) == label,
+                    "p": float(p[0, label]), "p_target": float(p[1, label]),
+                    "p_else": float(p[2, label])})
+    return out
+
+
+def truth_table(rows: list[dict], bins: dict[str, tuple], by: Sequence[str]) -> str:
+    """Markdown: one line per bin of :func:`truth_rows`'s rows."""
+    grouped: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        grouped[bins[row["video"]]].append(row)
+    lines = ["| bin | clips | accuracy | p(label) clean | target's boxes blanked | same-size box "
+             "elsewhere blanked | clips where the target's blanking costs more |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for key in sorted(grouped, key=lambda k: tuple((v is None, str(type(v)), v) for v in k)):
+        g = grouped[key]
+        mean = {k: float(np.mean([r[k] for r in g])) for k in ("correct", "p", "p_target",
+                                                               "p_else")}
+        costs = np.mean([r["p"] - r["p_target"] > r["p"] - r["p_else"] for r in g])
+        lines.append(f"| {_bin_name(by, key)} | {len(g)} | {mean['correct']:.2f} | "
+                     f"{mean['p']:.3f} | {mean['p_target']:.3f} | {mean['p_else']:.3f} | "
+                     f"{costs:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _pair(text: str) -> tuple[str, str]:
     a, sep, b = text.partition(",")
     if not sep or not a or not b or "," in b:
@@ -129,8 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pair", type=_pair, action="append", default=[], metavar="A,B",
                     help="paired difference A − B per bin (repeatable)")
     ap.add_argument("--methods", default=None, help="comma list: the methods' order")
+    ap.add_argument("--truth", action="store_true",
+                    help="instead: the blanking check per bin with --model (module docstring)")
+    ap.add_argument("--model", default="synth_small3d", help="--truth: the network")
+    ap.add_argument("--checkpoint", default=None, help="--truth: its weights (a state dict)")
     args = ap.parse_args(argv)
     by = [k.strip() for k in args.by.split(",") if k.strip()]
+    if args.truth:
+        model, spec = build_model(args.model, args.checkpoint)
+        text = truth_table(truth_rows(args.manifest, model, spec),
+                           manifest_bins(args.manifest, by), by)
+        print(text)
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        Path(args.output, "truth_bins.md").write_text(text)
+        return 0
     table = read_table(OutputPaths(args.output).metrics)
     if table is None:
         ap.error(f"{args.output} holds no metrics")

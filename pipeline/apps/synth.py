@@ -97,6 +97,7 @@ VFLIP_LABEL: tuple[int, ...] = (0, 1, 3, 2)
 REVERSE_LABEL: tuple[int, ...] = (1, 0, 3, 2)
 
 TARGET_SHAPE = "circle"
+TARGET_SHAPES = ("circle", "walker")  # --target-shape: the red disc, or an articulated figure
 TARGET_COLOUR = (215, 35, 40)
 DISTRACTOR_SHAPES = ("circle", "square", "triangle", "cross", "ring")
 DECOY_SHAPES = ("square", "triangle", "cross")  # decoys share the target's colour, not its shape
@@ -111,6 +112,12 @@ DISTRACTOR_RADIUS = (0.06, 0.11)
 DISTRACTOR_SPEED = (0.012, 0.028)
 DISTRACTOR_SPIN = 0.15  # rad per frame, at most
 PAN_SPEED = (0.2, 0.35)  # fraction of the target's speed: the class direction stays dominant
+# The walker: an upright red stick figure (head, torso, two arms, two legs) whose limbs swing
+# in a gait whose cadence follows its speed, as a walking person's does.
+WALKER_SCALE = 1.5  # its half height, in disc radii (it is thin: ~1/3 of the disc's area)
+WALKER_SWING = 0.6  # rad: the legs swing +-34 degrees about the vertical, the arms against them
+WALKER_STRIDE = 2.0  # world travel per gait cycle (two steps), in half heights
+WALKER_MIN_PERIOD = 3.0  # frames: the fastest gait, so a cycle is never aliased
 COLOUR_JITTER = 15
 NOISE_SIGMA = 3.0
 
@@ -130,8 +137,9 @@ class ObjectTrack:
         aspect: minor / major axis of a ``circle`` (1: a disc; below 1 an ellipse of the
             disc's area, major axis along ``angle``).
         pulse: relative amplitude of a periodic change of the radius (0: rigid).
-        pulse_period: period of the pulse, frames.
-        pulse_phase: phase of the pulse at the middle of the clip, radians.
+        pulse_period: period of the pulse, or of a ``walker``'s gait, frames.
+        pulse_phase: phase of the pulse or of the gait at the middle of the clip, radians.
+        swing: a ``walker``'s limb amplitude, radians (:func:`limb_angle`; 0: no gait).
     """
 
     shape: str
@@ -145,6 +153,7 @@ class ObjectTrack:
     pulse: float = 0.0
     pulse_period: float = 1.0
     pulse_phase: float = 0.0
+    swing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -188,10 +197,20 @@ def _jitter_colour(rng: np.random.Generator, colour: Sequence[int]) -> tuple[int
     return tuple(int(v) for v in np.clip(np.asarray(colour) + jitter, 0, 255))  # type: ignore
 
 
+def walker_period(radius: float, speed: float) -> float:
+    """Frames per gait cycle of a walker of half height ``radius`` moving ``speed`` px per
+    frame: one cycle per :data:`WALKER_STRIDE` half heights of travel, at least
+    :data:`WALKER_MIN_PERIOD` frames."""
+    return max(WALKER_MIN_PERIOD, WALKER_STRIDE * radius / speed)
+
+
 def _sample_target(rng: np.random.Generator, label: int, size: int, num_frames: int,
-                   free_exit: bool) -> ObjectTrack:
-    """Target track; without ``free_exit`` its whole trajectory stays inside the frame."""
-    radius = rng.uniform(*TARGET_RADIUS) * size
+                   free_exit: bool, shape: str = TARGET_SHAPE) -> ObjectTrack:
+    """Target track; without ``free_exit`` its whole trajectory stays inside the frame.
+
+    ``shape`` ``walker``: :data:`WALKER_SCALE` times the disc's radius, and one more draw (the
+    gait's phase) after the disc's, so the disc's clips are unchanged by the option."""
+    radius = rng.uniform(*TARGET_RADIUS) * size * (WALKER_SCALE if shape == "walker" else 1.0)
     speed = rng.uniform(*TARGET_SPEED) * size
     dx, dy = CLASS_DIRECTIONS[label]
     half_travel = speed * (num_frames - 1) / 2
@@ -200,7 +219,12 @@ def _sample_target(rng: np.random.Generator, label: int, size: int, num_frames: 
     along = rng.uniform(lo + along_margin, hi - along_margin)
     across = rng.uniform(lo, hi)
     mid = (along, across) if dx else (across, along)
-    return ObjectTrack(TARGET_SHAPE, _jitter_colour(rng, TARGET_COLOUR), float(radius),
+    colour = _jitter_colour(rng, TARGET_COLOUR)
+    if shape == "walker":
+        return ObjectTrack("walker", colour, float(radius), (float(mid[0]), float(mid[1])),
+                           (dx * speed, dy * speed), pulse_period=walker_period(radius, speed),
+                           pulse_phase=float(rng.uniform(0, 2 * math.pi)), swing=WALKER_SWING)
+    return ObjectTrack(TARGET_SHAPE, colour, float(radius),
                        (float(mid[0]), float(mid[1])), (dx * speed, dy * speed))
 
 
@@ -224,8 +248,8 @@ def _sample_distractor(rng: np.random.Generator, size: int, decoy: bool = False)
 
 
 def sample_clip_params(rng: np.random.Generator, label: int, size: int = 128,
-                       num_frames: int = 24, camera_pan: bool = False, decoy: bool = False
-                       ) -> ClipParams:
+                       num_frames: int = 24, camera_pan: bool = False, decoy: bool = False,
+                       target_shape: str = TARGET_SHAPE) -> ClipParams:
     """Draw the random parameters of one clip of class ``label``.
 
     Without ``camera_pan`` the target stays fully inside the frame. With it the camera moves at
@@ -241,10 +265,14 @@ def sample_clip_params(rng: np.random.Generator, label: int, size: int = 128,
         num_frames: number of frames T.
         camera_pan: whether the camera moves.
         decoy: whether one distractor is a same-coloured decoy.
+        target_shape: one of :data:`TARGET_SHAPES`.
     """
     if not 0 <= label < len(CLASS_NAMES):
         raise ValueError(f"label {label} is not in 0..{len(CLASS_NAMES) - 1}")
-    target = _sample_target(rng, label, size, num_frames, free_exit=camera_pan)
+    if target_shape not in TARGET_SHAPES:
+        raise ValueError(f"unknown target shape {target_shape!r}; use one of {TARGET_SHAPES}")
+    target = _sample_target(rng, label, size, num_frames, free_exit=camera_pan,
+                            shape=target_shape)
     distractors = tuple(_sample_distractor(rng, size, decoy=decoy and k == 0)
                         for k in range(int(rng.integers(1, 4))))
     camera = (0.0, 0.0)
@@ -311,12 +339,45 @@ def object_radius(track: ObjectTrack, t: float) -> float:
         2 * math.pi * t / track.pulse_period + track.pulse_phase))
 
 
+def limb_angle(track: ObjectTrack, t: float) -> float:
+    """A walker's leg angle from the vertical at ``t`` frames from the middle of the clip:
+    ``swing sin(2 pi t / period + phase)`` (0 for every other object)."""
+    if track.swing == 0.0:
+        return 0.0
+    return track.swing * math.sin(2 * math.pi * t / track.pulse_period + track.pulse_phase)
+
+
+def _segment(px: np.ndarray, py: np.ndarray, a: tuple[float, float], b: tuple[float, float],
+             half_width: float) -> np.ndarray:
+    """bool: pixels within ``half_width`` of the segment a-b (offsets from the centre)."""
+    ax, ay = a
+    dx, dy = b[0] - ax, b[1] - ay
+    u = np.clip(((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+    return (px - ax - u * dx) ** 2 + (py - ay - u * dy) ** 2 <= half_width * half_width
+
+
+def walker_mask(px: np.ndarray, py: np.ndarray, radius: float, limbs: float) -> np.ndarray:
+    """An upright stick figure of half height ``radius`` centred at offset (0, 0): a head, a
+    torso, legs at +-``limbs`` rad from the vertical and arms swinging against them."""
+    r, w = radius, 0.11 * radius
+    hip, shoulder = (0.0, 0.12 * r), (0.0, -0.36 * r)
+    inside = px ** 2 + (py + 0.72 * r) ** 2 <= (0.24 * r) ** 2  # head
+    inside |= _segment(px, py, (0.0, -0.48 * r), hip, w)  # torso
+    for sign in (1.0, -1.0):
+        leg, arm = sign * limbs, -sign * limbs
+        inside |= _segment(px, py, hip, (hip[0] + 0.88 * r * math.sin(leg),
+                                         hip[1] + 0.88 * r * math.cos(leg)), w)
+        inside |= _segment(px, py, shoulder, (shoulder[0] + 0.6 * r * math.sin(arm),
+                                              shoulder[1] + 0.6 * r * math.cos(arm)), w)
+    return inside
+
+
 def shape_mask(shape: str, centre: tuple[float, float], radius: float, angle: float,
-               height: int, width: int, aspect: float = 1.0) -> np.ndarray:
+               height: int, width: int, aspect: float = 1.0, limbs: float = 0.0) -> np.ndarray:
     """Rasterise one shape (hard edges, pixel centres at integer coordinates).
 
     Args:
-        shape: ``circle``, ``ring``, ``square``, ``triangle`` or ``cross``.
+        shape: ``circle``, ``ring``, ``square``, ``triangle``, ``cross`` or ``walker``.
         centre: (x, y) in pixels of the output grid (may lie outside it).
         radius: half extent in pixels.
         angle: rotation in radians.
@@ -324,6 +385,8 @@ def shape_mask(shape: str, centre: tuple[float, float], radius: float, angle: fl
         width: columns of the output.
         aspect: a ``circle`` with ``aspect < 1`` is an ellipse of the same area, semi-axes
             ``radius / sqrt(aspect)`` along ``angle`` and ``radius * sqrt(aspect)`` across.
+        limbs: a ``walker``'s leg angle (:func:`walker_mask`; it stays upright, ``angle`` is
+            not used).
 
     Returns:
         bool (height, width), True inside the shape.
@@ -333,6 +396,8 @@ def shape_mask(shape: str, centre: tuple[float, float], radius: float, angle: fl
     c, s = math.cos(angle), math.sin(angle)
     u, v = c * px + s * py, -s * px + c * py
     d2 = px * px + py * py
+    if shape == "walker":
+        return walker_mask(px, py, radius, limbs)
     if shape == "circle" and aspect != 1.0:
         major, minor = radius / math.sqrt(aspect), radius * math.sqrt(aspect)
         return (u / major) ** 2 + (v / minor) ** 2 <= 1.0
@@ -420,7 +485,7 @@ def render_clip(params: ClipParams) -> tuple[np.ndarray, np.ndarray]:
             view_centre = (centre[t, 0] - ox, centre[t, 1] - oy)
             angle = track.angle + track.spin * (t - t_mid)
             mask = shape_mask(track.shape, view_centre, object_radius(track, t - t_mid), angle,
-                              size, size, track.aspect)
+                              size, size, track.aspect, limb_angle(track, t - t_mid))
             frame[mask] = track.colour
             if is_target:
                 masks[t] = mask
@@ -585,7 +650,7 @@ def sample_composed(rng: np.random.Generator, label: int, size: int = 128,
 
 # ----------------------------------------------------------------------------- speed sweep
 
-DEFORMS = ("none", "pulse", "ellipse")
+DEFORMS = ("none", "pulse", "ellipse", "walker")
 SPEEDS = (0.02, 0.04, 0.06, 0.08)  # default --speeds, fractions of the frame per frame
 PULSE_AMPLITUDE = 0.35  # "pulse": the radius swings between 0.65 and 1.35 of its mean
 PULSE_PERIOD = (5.0, 8.0)  # frames
@@ -615,9 +680,11 @@ def sample_speed_params(rng: np.random.Generator, label: int, speed: float, size
     * |view velocity|`` at most the frame minus the diameter); otherwise it is centred on that
     axis, in view at the middle frames, and leaves the frame at both ends (null boxes).
     ``deform``: ``none`` (rigid disc), ``pulse`` (radius ``r (1 + 0.35 sin(2 pi t / P +
-    phi))``, P 5-8 frames) or ``ellipse`` (an ellipse of the disc's area, axes 0.45 apart,
-    spinning 0.15-0.3 rad per frame). The draws are the same whatever ``speed`` and
-    ``deform`` (see :func:`speed_rng`).
+    phi))``, P 5-8 frames), ``ellipse`` (an ellipse of the disc's area, axes 0.45 apart,
+    spinning 0.15-0.3 rad per frame) or ``walker`` (the articulated stick figure of
+    :func:`walker_mask`, half height 1.5 r, its gait's period :func:`walker_period` of the
+    speed, phase phi). The draws are the same whatever ``speed`` and ``deform`` (see
+    :func:`speed_rng`).
 
     Args:
         rng: source of randomness (consumed).
@@ -649,6 +716,9 @@ def sample_speed_params(rng: np.random.Generator, label: int, speed: float, size
     extent = radius * (1 + PULSE_AMPLITUDE if deform == "pulse" else 1.0)
     if deform == "ellipse":
         extent = radius / math.sqrt(ELLIPSE_ASPECT)
+    if deform == "walker":
+        radius *= WALKER_SCALE
+        extent = radius
     # View coordinates, 1 px of slack for the rounded camera offsets (as the temporal split).
     half = (num_frames - 1) / 2
     lo, hi = extent + 1, size - 2 - extent
@@ -657,13 +727,15 @@ def sample_speed_params(rng: np.random.Generator, label: int, speed: float, size
         margin = abs(velocity[k] - camera[k]) * half
         view_mid[k] = (lo + margin + place[k] * (hi - lo - 2 * margin)
                        if lo + margin <= hi - margin else (lo + hi) / 2)
+    walker = deform == "walker"
     target = ObjectTrack(
-        TARGET_SHAPE, _jitter_colour(rng, TARGET_COLOUR), float(radius),
+        "walker" if walker else TARGET_SHAPE, _jitter_colour(rng, TARGET_COLOUR), float(radius),
         (float(view_mid[0]), float(view_mid[1])), (float(velocity[0]), float(velocity[1])),
         angle=float(phase), spin=float(spin) if deform == "ellipse" else 0.0,
         aspect=ELLIPSE_ASPECT if deform == "ellipse" else 1.0,
         pulse=PULSE_AMPLITUDE if deform == "pulse" else 0.0,
-        pulse_period=float(period), pulse_phase=float(phase))
+        pulse_period=walker_period(radius, speed * size) if walker else float(period),
+        pulse_phase=float(phase), swing=WALKER_SWING if walker else 0.0)
     distractors = tuple(_sample_distractor(rng, size, decoy=decoy and k == 0)
                         for k in range(int(rng.integers(1, 4))))
     seeds = rng.integers(0, 2**31 - 1, size=2)
@@ -696,13 +768,15 @@ def write_video(path: Path, frames: np.ndarray, fps: float = 25.0) -> None:
 def generate_dataset(out: Path, seed: int = 0, per_class: int = 100, size: int = 128,
                      num_frames: int = 24, camera_pan: bool = False, pan_fraction: float = 0.5,
                      test_fraction: float = 0.25, fps: float = 25.0,
-                     decoy_fraction: float = 0.0) -> dict[str, int]:
+                     decoy_fraction: float = 0.0, target_shape: str = TARGET_SHAPE
+                     ) -> dict[str, int]:
     """Render and write the whole dataset under ``out`` (layout in the module docstring).
 
     Clip ``i`` of each class is in the test split when ``i >= per_class - n_test`` with
     ``n_test = round(per_class * test_fraction)``. With ``camera_pan`` a clip pans with
     probability ``pan_fraction``; a clip has a same-coloured decoy with probability
-    ``decoy_fraction``.
+    ``decoy_fraction``. ``target_shape`` ``walker`` writes it into every row (``"target_shape"``);
+    the disc's rows have no such field (byte-identical to the datasets made before it).
 
     Returns:
         Counts: ``{"train", "test", "panned", "decoys", "null_boxes"}``.
@@ -716,15 +790,18 @@ def generate_dataset(out: Path, seed: int = 0, per_class: int = 100, size: int =
             rng = clip_rng(seed, label, index)
             pan = camera_pan and bool(rng.random() < pan_fraction)
             decoy = bool(rng.random() < decoy_fraction)
-            params = sample_clip_params(rng, label, size, num_frames, camera_pan=pan, decoy=decoy)
+            params = sample_clip_params(rng, label, size, num_frames, camera_pan=pan, decoy=decoy,
+                                        target_shape=target_shape)
             frames, masks = render_clip(params)
             rel = f"videos/{name}/{name}_{index:03d}.avi"
             write_video(out / rel, frames, fps)
             boxes = boxes_from_masks(masks)
             split = "test" if index >= per_class - n_test else "train"
-            records[split].append(json.dumps(
-                {"video": rel, "label": label, "start_frame": 0, "boxes": boxes,
-                 "camera_pan": pan, "decoy": decoy}))
+            row = {"video": rel, "label": label, "start_frame": 0, "boxes": boxes,
+                   "camera_pan": pan, "decoy": decoy}
+            if target_shape != TARGET_SHAPE:
+                row["target_shape"] = target_shape
+            records[split].append(json.dumps(row))
             paths[split].append(rel)
             counts[split] += 1
             counts["panned"] += int(pan)
@@ -875,6 +952,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="fraction of clips that pan when --camera-pan is set")
     parser.add_argument("--decoy-fraction", type=float, default=0.0,
                         help="fraction of clips with a decoy of the target's colour")
+    parser.add_argument("--target-shape", choices=TARGET_SHAPES, default=TARGET_SHAPE,
+                        help="the target of the train / test clips: the red disc, or an "
+                             "articulated walking stick figure (a network trained on the disc "
+                             "does not recognise it: train one on these)")
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--temporal", type=int, default=0, metavar="N",
@@ -917,7 +998,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.per_class > 0:
         counts = generate_dataset(args.out, args.seed, args.per_class, args.size, args.frames,
                                   args.camera_pan, args.pan_fraction, args.test_fraction,
-                                  args.fps, args.decoy_fraction)
+                                  args.fps, args.decoy_fraction, args.target_shape)
         print(f"wrote {counts['train']} train + {counts['test']} test clips to {args.out} "
               f"({counts['panned']} panned, {counts['decoys']} with a decoy, "
               f"{counts['null_boxes']} null boxes)")
