@@ -55,7 +55,8 @@ written to ``DIR/speed.jsonl`` (+ ``DIR/splits/speed.txt``) by ``--speed-sweep N
 class per bin); a bin is one of ``--speeds`` (fractions of the frame per frame, default
 0.02,0.04,0.06,0.08; the ordinary clips' 0.016-0.026) and one of ``--deforms`` (``none``: the
 rigid disc; ``pulse``: its radius swings by +-35 % with a period of 5-8 frames; ``ellipse``: an
-ellipse of the disc's area, axes 0.45 apart, spinning 0.15-0.3 rad per frame)::
+ellipse of the disc's area, axes 0.45 apart, spinning 0.15-0.3 rad per frame; ``walker``: an
+articulated stick figure, below)::
 
     python -m pipeline.apps.synth --out /tmp/vidxai_speed --seed 5 --per-class 0 \
         --speed-sweep 4 --speeds 0.02,0.04,0.06,0.08 --deforms none,ellipse --size 128 \
@@ -70,6 +71,13 @@ the frame, else it is centred and leaves the frame at both ends (null boxes; e.g
 disc from 0.06 on at 16 frames). Clip ``nnn`` of a class is the same scene (background,
 distractors, radius, pan, relative position) in every bin. docs/evaluation_speed.md has the
 network's accuracy per bin, the blanking check and the methods' scores.
+
+The walker (``--target-shape walker`` for the train / test clips, ``--deforms walker`` in the
+sweep) is an upright red stick figure, 1.5 disc radii in half height: a head, a torso, legs
+swinging +-0.6 rad about the vertical and arms against them, one gait cycle per two half
+heights of travel, so its cadence follows its speed. ``synth_small3d`` was trained on the disc
+and does not recognise it: train a network on a walker dataset (``pipeline.apps.train``) and
+pass it with ``--checkpoint``; docs/evaluation_speed.md has the recipe and its results.
 
 Everything is deterministic from ``--seed``: the same seed gives byte-identical manifests and
 videos that decode to identical frames.
