@@ -211,8 +211,25 @@ def test_missing_or_empty_output_gives_one_line(tmp_path, capsys, make):
             "no_rows": "holds no Parquet files"}[make] in err
 
 
+def test_where_video_selects_by_path_prefix(out, capsys):
+    """``--where video=PREFIX`` keeps the clips whose video path starts with it, ``!=`` the
+    others; with a method selection both must hold."""
+    rep = out / "sel"
+    assert run_pipeline.main(["report", "--output", str(out), "--report", str(rep),
+                              "--where", "video=/nowhere/clip1", "--no-animation"]) == 0
+    summary = list(csv.DictReader((rep / "summary.csv").open()))
+    assert {(r["method"], r["clips"]) for r in summary} == {("aosa", "1"), ("center", "1")}
+    assert run_pipeline.main(["report", "--output", str(out), "--report", str(rep),
+                              "--where", "video!=/nowhere/clip1", "--where", "method=aosa",
+                              "--no-animation"]) == 0
+    summary = list(csv.DictReader((rep / "summary.csv").open()))
+    assert [(r["method"], r["clips"]) for r in summary] == [("aosa", "5")]
+    capsys.readouterr()
+
+
 def test_selection_syntax():
     assert str(Selection.parse("weights_sha256!=ab")) == "weights_sha256!=ab"
+    assert str(Selection.parse("video=bench/")) == "video=bench/"
     with pytest.raises(ValueError, match="KEY=VALUE"):
         Selection.parse("colour=red")
     with pytest.raises(NoOutput, match="no rows matching method=osa"):

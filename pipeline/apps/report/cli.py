@@ -65,7 +65,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     ap.add_argument("--report", default=None, help="where to write (default OUTPUT/report)")
     ap.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                     help="only rows with KEY=VALUE (or KEY!=VALUE); KEY is model, method, "
-                         "weights_sha256 or config_hash (hashes by prefix); repeatable")
+                         "weights_sha256, config_hash or video (hashes and video by prefix); "
+                         "repeatable")
     ap.add_argument("--compare", default=None, metavar="OTHER",
                     help="a baseline output directory (may be OUTPUT itself with --baseline): "
                          "its clips are matched to OUTPUT's by clip_id and method")

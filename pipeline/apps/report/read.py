@@ -20,6 +20,7 @@ from transforms.encoding import decode_map
 
 # What identifies a run variant: rows of one variant are comparable.
 VARIANT_KEYS = ("model", "weights_sha256", "config_hash")
+SELECTION_KEYS = (*VARIANT_KEYS, "method", "video")  # --where / --baseline
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,8 @@ class Selection:
     """Rows whose ``key`` starts with ``value`` (hash prefixes), e.g. ``weights_sha256=abc12``,
     or (``negate``, written ``KEY!=VALUE``) the other rows.
 
-    ``model`` and ``method`` must match exactly; the hashes by prefix.
+    ``model`` and ``method`` must match exactly; the hashes and ``video`` (the path as the run
+    wrote it, e.g. a directory of the manifest) by prefix.
     """
 
     key: str
@@ -39,9 +41,9 @@ class Selection:
         key, sep, value = text.partition("=")
         negate = key.endswith("!")
         key = key.rstrip("!")
-        if not sep or not value or key not in (*VARIANT_KEYS, "method"):
+        if not sep or not value or key not in SELECTION_KEYS:
             raise ValueError(f"selection {text!r}: use KEY=VALUE or KEY!=VALUE with KEY one of "
-                             f"{', '.join((*VARIANT_KEYS, 'method'))}")
+                             f"{', '.join(SELECTION_KEYS)}")
         return cls(key, value, negate)
 
     def expression(self) -> ds.Expression:
