@@ -126,6 +126,7 @@ WALKER_SCALE = 1.5  # its half height, in disc radii (it is thin: ~1/3 of the di
 WALKER_SWING = 0.6  # rad: the legs swing +-34 degrees about the vertical, the arms against them
 WALKER_STRIDE = 2.0  # world travel per gait cycle (two steps), in half heights
 WALKER_MIN_PERIOD = 3.0  # frames: the fastest gait, so a cycle is never aliased
+WALKER_EXTENT = 1.11  # its farthest pixel from the centre (the feet's stroke), in half heights
 COLOUR_JITTER = 15
 NOISE_SIGMA = 3.0
 
@@ -726,7 +727,7 @@ def sample_speed_params(rng: np.random.Generator, label: int, speed: float, size
         extent = radius / math.sqrt(ELLIPSE_ASPECT)
     if deform == "walker":
         radius *= WALKER_SCALE
-        extent = radius
+        extent = radius * WALKER_EXTENT
     # View coordinates, 1 px of slack for the rounded camera offsets (as the temporal split).
     half = (num_frames - 1) / 2
     lo, hi = extent + 1, size - 2 - extent
