@@ -89,24 +89,31 @@ def test_speed_clips_are_deterministic_and_the_same_scene_in_every_bin():
     assert synth.object_radius(rigid, 3.0) == 7.5
 
 
+def _exact_red_boxes(clip: np.ndarray, masks: np.ndarray) -> tuple[list, list, list]:
+    """Asserts each frame's box is tight around the target's mask and the mask is red; returns
+    the boxes' widths, heights and the masks' areas per frame."""
+    rgb = clip.astype(np.int32)
+    red = rgb[..., 0] - np.maximum(rgb[..., 1], rgb[..., 2]) > 100
+    widths, heights, areas = [], [], []
+    for t, box in enumerate(synth.boxes_from_masks(masks)):
+        x0, y0, x1, y1 = box
+        inside = np.zeros_like(masks[t])
+        inside[y0:y1, x0:x1] = True
+        assert not masks[t][~inside].any()
+        assert masks[t][y0].any() and masks[t][y1 - 1].any()
+        assert masks[t][:, x0].any() and masks[t][:, x1 - 1].any()
+        assert red[t][masks[t]].mean() > 0.9
+        widths.append(x1 - x0)
+        heights.append(y1 - y0)
+        areas.append(masks[t].sum())
+    return widths, heights, areas
+
+
 @pytest.mark.parametrize("deform", ["pulse", "ellipse"])
 def test_deforming_targets_have_exact_boxes_and_really_deform(deform: str):
     for label in range(4):
         _, clip, masks = _speed_clip(11, label, 0, 0.04, deform)
-        rgb = clip.astype(np.int32)
-        red = rgb[..., 0] - np.maximum(rgb[..., 1], rgb[..., 2]) > 100
-        widths, heights, areas = [], [], []
-        for t, box in enumerate(synth.boxes_from_masks(masks)):
-            x0, y0, x1, y1 = box
-            inside = np.zeros_like(masks[t])
-            inside[y0:y1, x0:x1] = True
-            assert not masks[t][~inside].any()
-            assert masks[t][y0].any() and masks[t][y1 - 1].any()
-            assert masks[t][:, x0].any() and masks[t][:, x1 - 1].any()
-            assert red[t][masks[t]].mean() > 0.9
-            widths.append(x1 - x0)
-            heights.append(y1 - y0)
-            areas.append(masks[t].sum())
+        widths, heights, areas = _exact_red_boxes(clip, masks)
         if deform == "pulse":  # the radius swings by +-35 %: the area by ~3.8x
             assert max(areas) > 2.0 * min(areas)
         else:  # same area, a spinning ellipse: the box's aspect changes
@@ -122,18 +129,7 @@ def test_the_walker_is_articulated_with_exact_boxes():
     for label in range(4):
         params, clip, masks = _speed_clip(11, label, 0, 0.03, "walker", size=128)
         assert params.target.shape == "walker" and params.target.swing == synth.WALKER_SWING
-        rgb = clip.astype(np.int32)
-        red = rgb[..., 0] - np.maximum(rgb[..., 1], rgb[..., 2]) > 100
-        widths, heights, areas = [], [], []
-        for t, box in enumerate(synth.boxes_from_masks(masks)):
-            x0, y0, x1, y1 = box
-            inside = np.zeros_like(masks[t])
-            inside[y0:y1, x0:x1] = True
-            assert not masks[t][~inside].any()
-            assert red[t][masks[t]].mean() > 0.9
-            widths.append(x1 - x0)
-            heights.append(y1 - y0)
-            areas.append(masks[t].sum())
+        widths, heights, areas = _exact_red_boxes(clip, masks)
         assert max(widths) > 1.8 * min(widths)  # legs together / apart
         assert max(heights) - min(heights) <= 0.15 * max(heights)  # upright throughout
         assert min(areas) > 0.55 * max(areas)
