@@ -154,8 +154,9 @@ def blanked(frames: np.ndarray, boxes: Sequence[Sequence[float] | None], colour:
 
 
 def truth_rows(manifest: Path, model: torch.nn.Module, spec: ModelSpec) -> list[dict]:
-    """Per manifest row with a label and boxes: ``video``, ``correct`` and p(label) clean /
-    target blanked / elsewhere blanked (:func:`blanked`), the clip decoded as the job does."""
+    """Per manifest row with boxes and a class index as ``label`` (other rows are left out):
+    ``video``, ``correct`` and p(label) clean / target blanked / elsewhere blanked
+    (:func:`blanked`), the clip decoded as the job decodes it."""
     colour = (np.array(spec.mean) * 255).round().astype(np.uint8)
     out = []
     for line in manifest.read_text().splitlines():

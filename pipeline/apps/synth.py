@@ -218,7 +218,10 @@ def _sample_target(rng: np.random.Generator, label: int, size: int, num_frames: 
     """Target track; without ``free_exit`` its whole trajectory stays inside the frame.
 
     ``shape`` ``walker``: :data:`WALKER_SCALE` times the disc's radius, and one more draw (the
-    gait's phase) after the disc's, so the disc's clips are unchanged by the option."""
+    gait's phase) after the disc's, so the disc's clips are unchanged by the option. It is
+    placed by its half height like the disc by its radius, so its feet may reach past the frame
+    by up to ``WALKER_EXTENT - 1`` half heights (its boxes then end at the border); the speed
+    sweep places it by :data:`WALKER_EXTENT`."""
     radius = rng.uniform(*TARGET_RADIUS) * size * (WALKER_SCALE if shape == "walker" else 1.0)
     speed = rng.uniform(*TARGET_SPEED) * size
     dx, dy = CLASS_DIRECTIONS[label]
