@@ -14,6 +14,7 @@ from models import build_model
 from pipeline.apps import evaluate_bins, synth
 from pipeline.apps.train import to_input
 from transforms.decode import decode_clip, resize_and_crop
+from transforms.scoring import Scorer
 
 
 def _speed_clip(seed: int, label: int, index: int, speed: float, deform: str = "none",
@@ -260,18 +261,16 @@ def test_evaluate_bins_groups_and_pairs(tmp_path: Path):
         evaluate_bins.group_rows([{**rows[0], "video": "/data/other.avi"}], bins)
 
 
-def test_blanked_paints_the_box_and_its_opposite():
-    frames = np.zeros((2, 8, 8, 3), np.uint8)
-    colour = np.array([7, 8, 9], np.uint8)
-    target, other = evaluate_bins.blanked(frames, [[1, 2, 3, 3], None], colour)
-    want = np.zeros_like(frames)
-    want[0, 2:3, 1:3] = colour
-    np.testing.assert_array_equal(target, want)
-    want = np.zeros_like(frames)
-    want[0, 6:7, 5:7] = colour  # half the frame away on both axes
-    np.testing.assert_array_equal(other, want)
-    target, other = evaluate_bins.blanked(frames, [[6.5, 6, 8, 8], None], colour)
-    assert (other[0, 2:4, 2:4] == colour).all() and other[0].any(axis=2).sum() == 4  # wraps
+def test_elsewhere_is_the_mask_half_the_frame_away():
+    mask = np.zeros((2, 8, 8), bool)
+    mask[0, 2:3, 1:3] = True
+    want = np.zeros_like(mask)
+    want[0, 6:7, 5:7] = True  # half the frame away on both axes
+    np.testing.assert_array_equal(evaluate_bins.elsewhere(mask), want)
+    mask = np.zeros((1, 8, 8), bool)
+    mask[0, 6:8, 6:8] = True
+    moved = evaluate_bins.elsewhere(mask)
+    assert moved[0, 2:4, 2:4].all() and moved.sum() == 4  # wraps
 
 
 def test_truth_mode_shows_the_network_uses_the_targets_boxes(tmp_path: Path, capsys):
@@ -281,7 +280,8 @@ def test_truth_mode_shows_the_network_uses_the_targets_boxes(tmp_path: Path, cap
                 "0.02,0.04", "--size", "128", "--frames", "16", "--seed", "5"])
     capsys.readouterr()
     manifest = tmp_path / "speed.jsonl"
-    rows = evaluate_bins.truth_rows(manifest, *build_model("synth_small3d"))
+    model, spec = build_model("synth_small3d")
+    rows = evaluate_bins.truth_rows(manifest, Scorer(model, spec, torch.device("cpu")))
     assert len(rows) == 8 and np.mean([r["correct"] for r in rows]) >= 0.75
     assert np.mean([r["p"] - r["p_target"] for r in rows]) > 0.3
     assert np.mean([abs(r["p"] - r["p_else"]) for r in rows]) < 0.05

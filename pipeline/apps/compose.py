@@ -85,14 +85,14 @@ def compose_frames(first: tuple[str, int], second: tuple[str, int]) -> np.ndarra
     return np.concatenate(parts)
 
 
-def truth_probs(scorer, frames: np.ndarray, truth: np.ndarray, fill: str = "mean",
-                sigma: float = 0.0) -> np.ndarray:
-    """float (3, C) class probabilities: the clip, the truth blanked, everything else blanked.
+def blanked_probs(scorer, frames: np.ndarray, masks: Sequence[np.ndarray], fill: str = "mean",
+                  sigma: float = 0.0) -> np.ndarray:
+    """float (1 + M, C) class probabilities: the clip, then the clip with each mask blanked.
 
     Args:
         scorer: a :class:`~transforms.scoring.Scorer`.
         frames: uint8 (T, H, W, 3), the clip as the network sees it.
-        truth: bool (T, H, W), the voxels of the evidence.
+        masks: M bool (T, H, W) masks of the voxels to blank.
         fill: ``mean`` (0 in normalised space: the network's mean colour, AOSA's occluder) or
             ``blur`` (the clip blurred in space with Gaussian ``sigma`` px).
     """
@@ -105,11 +105,19 @@ def truth_probs(scorer, frames: np.ndarray, truth: np.ndarray, fill: str = "mean
         filler = blur_fill(x, sigma)
     else:
         raise ValueError(f"blanking fill must be mean or blur, got {fill!r}")
-    m = torch.from_numpy(np.ascontiguousarray(truth)).to(x.device, x.dtype).unsqueeze(0)
-    blank_truth = x * (1 - m) + filler * m
-    blank_rest = x * m + filler * (1 - m)
+    batch = [x]
+    for mask in masks:
+        m = torch.from_numpy(np.ascontiguousarray(mask)).to(x.device, x.dtype).unsqueeze(0)
+        batch.append(x * (1 - m) + filler * m)
     with torch.inference_mode():
-        return scorer.probs(torch.stack([x, blank_truth, blank_rest])).float().cpu().numpy()
+        return scorer.probs(torch.stack(batch)).float().cpu().numpy()
+
+
+def truth_probs(scorer, frames: np.ndarray, truth: np.ndarray, fill: str = "mean",
+                sigma: float = 0.0) -> np.ndarray:
+    """float (3, C) class probabilities: the clip, the truth blanked, everything else blanked
+    (:func:`blanked_probs`; ``truth``: bool (T, H, W), the voxels of the evidence)."""
+    return blanked_probs(scorer, frames, [truth, ~truth], fill, sigma)
 
 
 def blanking_probs(scorer, frames: np.ndarray) -> np.ndarray:

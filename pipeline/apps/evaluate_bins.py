@@ -14,8 +14,8 @@ first an overview with one line per bin. Printed and written to ``OUT/evaluation
 
 With ``--truth`` it measures instead whether the bins' boxes are what the network uses (run it
 before trusting a pointing score in a bin): per clip, decoded as the job decodes it, the
-label's probability clean, with the target's boxes blanked (the spec's mean colour, every frame
-with a box) and with a box of the same size half the frame away on both axes blanked instead;
+label's probability clean, with the target's boxes blanked (the network's mean colour, every
+frame with a box) and with a box of the same size half the frame away on both axes blanked instead;
 per bin the network's accuracy, the means, and the share of clips where blanking the target
 costs more. Printed and written to ``OUT/truth_bins.md``::
 
@@ -35,12 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import ModelSpec, build_model
+from models import build_model
+from pipeline.apps.compose import blanked_probs
 from pipeline.apps.evaluate import markdown, summarise
 from pipeline.apps.report.stats import Paired, paired
-from pipeline.apps.train import to_input
 from pipeline.outputs import read_table
 from transforms.decode import clip_boxes, decode_clip
+from transforms.metrics import box_oracle_map
+from transforms.scoring import Scorer
 from transforms.sink import OutputPaths
 
 # metric column, name in the tables, whether higher is better
@@ -126,38 +128,18 @@ def report(rows: list[dict], bins: dict[str, tuple], by: Sequence[str],
     return "\n".join(lines) + "\n\n" + "\n".join(sections)
 
 
-def blanked(frames: np.ndarray, boxes: Sequence[Sequence[float] | None], colour: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """The clip with its boxes painted ``colour``, and with same-size boxes half the frame away
-    on both axes (wrapping) painted instead.
-
-    Args:
-        frames: uint8 (T, H, W, 3).
-        boxes: T boxes ``[x0, y0, x1, y1]`` in these frames' pixels, or None (not in view).
-        colour: uint8 (3,).
-
-    Returns:
-        (target blanked, elsewhere blanked), each uint8 (T, H, W, 3).
-    """
-    target, other = frames.copy(), frames.copy()
-    height, width = frames.shape[1:3]
-    for t, box in enumerate(boxes):
-        if box is None:
-            continue
-        x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-        x1, y1 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
-        target[t, y0:y1, x0:x1] = colour
-        rows = (np.arange(y0, y1) + height // 2) % height
-        cols = (np.arange(x0, x1) + width // 2) % width
-        other[t, rows[:, None], cols[None, :]] = colour
-    return target, other
+def elsewhere(mask: np.ndarray) -> np.ndarray:
+    """bool (T, H, W): ``mask`` moved half the frame on both axes, wrapping (a region of the
+    same size and shape that is not the target's)."""
+    return np.roll(mask, (mask.shape[1] // 2, mask.shape[2] // 2), axis=(1, 2))
 
 
-def truth_rows(manifest: Path, model: torch.nn.Module, spec: ModelSpec) -> list[dict]:
+def truth_rows(manifest: Path, scorer: Scorer) -> list[dict]:
     """Per manifest row with boxes and a class index as ``label`` (other rows are left out):
-    ``video``, ``correct`` and p(label) clean / target blanked / elsewhere blanked
-    (:func:`blanked`), the clip decoded as the job decodes it."""
-    colour = (np.array(spec.mean) * 255).round().astype(np.uint8)
+    ``video``, ``correct`` and p(label) clean / target's boxes blanked / the same boxes
+    :func:`elsewhere` blanked (:func:`~pipeline.apps.compose.blanked_probs`, the network's mean
+    colour), the clip decoded as the job decodes it."""
+    spec = scorer.spec
     out = []
     for line in manifest.read_text().splitlines():
         if not line.strip():
@@ -171,9 +153,8 @@ def truth_rows(manifest: Path, model: torch.nn.Module, spec: ModelSpec) -> list[
                            spec.input_size, spec.resize_ratio)
         boxes = clip_boxes(row["boxes"], clip.frame_indices, clip.source_size, clip.scale,
                            clip.offset, spec.input_size)
-        target, other = blanked(clip.frames, boxes, colour)
-        with torch.no_grad():
-            p = torch.softmax(model(to_input(np.stack([clip.frames, target, other]), spec)), 1)
+        target = box_oracle_map(clip.frames.shape[:3], boxes) > 0
+        p = blanked_probs(scorer, clip.frames, [target, elsewhere(target)])
         label = row["label"]
         out.append({"video": row["video"], "correct": int(p[0].argmax()) == label,
                     "p": float(p[0, label]), "p_target": float(p[1, label]),
@@ -225,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     by = [k.strip() for k in args.by.split(",") if k.strip()]
     if args.truth:
         model, spec = build_model(args.model, args.checkpoint)
-        text = truth_table(truth_rows(args.manifest, model, spec),
+        scorer = Scorer(model, spec, torch.device("cpu"))
+        text = truth_table(truth_rows(args.manifest, scorer),
                            manifest_bins(args.manifest, by), by)
         print(text)
         Path(args.output).mkdir(parents=True, exist_ok=True)

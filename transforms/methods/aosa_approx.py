@@ -194,7 +194,7 @@ def path_gradient(x: torch.Tensor, fill: torch.Tensor | float, grad_fn: GradFn, 
     total = torch.zeros_like(x, dtype=torch.float32)
     for start in range(0, len(alphas), batch_size):
         a = torch.tensor(alphas[start:start + batch_size], dtype=x.dtype, device=x.device)
-        points = x[None] + a.view(-1, 1, 1, 1, 1) * (fill - x)[None] if steps else x[None]
+        points = x[None] + a.view(-1, 1, 1, 1, 1) * (fill - x)[None]  # a = 0: the clip itself
         _, grads = grad_fn(points)
         total += grads.float().sum(0)
     return total / len(alphas)
