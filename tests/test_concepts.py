@@ -256,3 +256,26 @@ def test_concept_manifest_rows_name_clips_of_one_video(tmp_path):
     manifest.write_text(json.dumps({"video": "v.avi", "concept": "walk", "start_frame": "x"}))
     with pytest.raises(ValueError, match="row 1: start_frame must be an integer >= 0"):
         list_concepts(str(manifest), 16, 1, 1)
+
+
+def test_tube_proposals_are_clustered_in_listing_order_wherever_the_dataset_lives():
+    """k-means depends on its input's order; ids hash the path, so sorting by id made the
+    discovered concepts change with the dataset's directory (a flaky test, once)."""
+    from pipeline.concepts.job import listing_order
+    from transforms.records import ClipRef
+
+    def places(root: str, order_of) -> list[tuple[str, int, str]]:
+        refs = [ClipRef(clip_id=make_clip_id(f"{root}/{v}", s, 16), video=f"{root}/{v}",
+                        start_frame=s) for v, s in (("b.avi", 0), ("a.avi", 16), ("a.avi", 0))]
+        by_id = {r.clip_id: r for r in refs}
+        ids = [f"{r.clip_id}#tube{t}" for r in refs for t in (10, 2)]
+        return [(by_id[ids[i][:16]].video[len(root):], by_id[ids[i][:16]].start_frame,
+                 ids[i][16:]) for i in order_of(ids, by_id)]
+
+    roots = ("/data/x", "/elsewhere/y/z")
+    listing = [places(root, listing_order) for root in roots]
+    assert listing[0] == listing[1] == [
+        ("/a.avi", 0, "#tube2"), ("/a.avi", 0, "#tube10"), ("/a.avi", 16, "#tube2"),
+        ("/a.avi", 16, "#tube10"), ("/b.avi", 0, "#tube2"), ("/b.avi", 0, "#tube10")]
+    by_hash = [places(root, lambda ids, _: np.argsort(ids)) for root in roots]
+    assert by_hash[0] != by_hash[1]  # the old order: it moved with the directory

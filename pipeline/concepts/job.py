@@ -261,6 +261,19 @@ def run_features(prep: Prepared, todo: list[ConceptClip], proposals_from: list[C
     p.run().wait_until_finish()
 
 
+def listing_order(ids: Sequence[str], by_id: dict[str, ClipRef]) -> list[int]:
+    """Indices that put tube proposals ``CLIPID#tubeN`` in (video, start frame, tube) order.
+
+    Not the ids' order: an id hashes the video's path, and k-means depends on its input's
+    order, so sorting by id made the discovered concepts change when the dataset moved.
+    """
+    def place(i: int) -> tuple[str, int, int]:
+        base, tube = ids[i].split("#tube")
+        return by_id[base].video, by_id[base].start_frame, int(tube)
+
+    return sorted(range(len(ids)), key=place)
+
+
 def discovered_concepts(prep: Prepared) -> list[ConceptSet]:
     """``--discover K``: k-means of the input clips' tube proposals (dynamic activations at
     the deepest layer); each cluster's members nearest its centre form a concept."""
@@ -273,7 +286,7 @@ def discovered_concepts(prep: Prepared) -> list[ConceptSet]:
         if "#tube" in row["clip_id"] and base in by_id and row["variant"] == "dynamic":
             ids.append(row["clip_id"])
             emb.append(np.asarray(row["values"], np.float32))
-    order = np.argsort(ids)
+    order = listing_order(ids, by_id)
     ids, emb = [ids[i] for i in order], np.stack([emb[i] for i in order])
     groups = tcav.cluster_concepts(emb, opts.discover, opts.discover_members, seed=0)
     out = []
