@@ -6,9 +6,10 @@ Stride size / 14 (N = 196), box 2 × stride, K = 3, on one clip; every method th
 perturbation engine as the pipeline runs it (clean forward included). The approximations run
 without the paper's derivative adjustment (the default) and with it (``--approx-adjust``).
 Target: ``aosa_approx`` / ``aosa`` ≤ 1/20. When it is missed the profile of one
-``aosa_approx`` map is printed: the time of its forward + backward passes alone (the floor no
-estimate can go under: at batch 1 a forward costs more per clip than in exact AOSA's batches)
-and cProfile's heaviest calls.
+``aosa_approx`` map is printed: the time of its network passes alone (the floor no estimate
+can go under: at batch 1 a forward costs more per clip than in exact AOSA's batches) and
+cProfile's heaviest calls. The paper's expansion in the clip's voxels (``--approx-at input``)
+runs beside the default one in the network's layer.
 """
 
 from __future__ import annotations
@@ -21,41 +22,46 @@ import torch
 
 from benchmarks import common
 from benchmarks.dense_masks import setup
+from transforms.methods.aosa_approx import layer_expansion
 from transforms.methods.base import MethodOptions, get_method
 from transforms.perturbation import PerturbationEngine
 from transforms.scoring import Scorer
 from transforms.tubes import Tubes
 
 TARGET = 1 / 20
-RUNS = {  # label → (method, derivative adjustment)
-    "aosa": ("aosa", False),
-    "aosa_approx": ("aosa_approx", False),
-    "aosa_approx --approx-adjust": ("aosa_approx", True),
-    "aosa_sgl": ("aosa_sgl", False),
-    "aosa_sgl_approx": ("aosa_sgl_approx", False),
+RUNS = {  # label → (method, options)
+    "aosa": ("aosa", {}),
+    "aosa_approx": ("aosa_approx", {}),
+    "aosa_approx --approx-adjust": ("aosa_approx", {"approx_adjust": True}),
+    "aosa_approx --approx-at input": ("aosa_approx", {"approx_at": "input"}),
+    "aosa_sgl": ("aosa_sgl", {}),
+    "aosa_sgl_approx": ("aosa_sgl_approx", {}),
 }
 
 
 def explain(scorer: Scorer, x: torch.Tensor, tubes: Tubes, target: int, batch: int,
-            method: str, adjust: bool) -> PerturbationEngine:
+            method: str, options: dict) -> PerturbationEngine:
     """One map, clean forward included; the engine (for its pass counts)."""
     engine = PerturbationEngine(scorer, x, target, "prob", batch)
-    get_method(method, MethodOptions(approx_adjust=adjust)).explain(engine, tubes)
+    get_method(method, MethodOptions(**options)).explain(engine, tubes)
     return engine
 
 
 def passes_floor(scorer: Scorer, x: torch.Tensor, target: int, extremes: int,
                  repeats: int) -> float:
-    """Seconds of aosa_approx's network passes alone: the clean forward, a gradient at batch 1
-    and, when the adjustment ran, one at batch ``extremes`` (the Tukey tails' expansion points).
+    """Seconds of aosa_approx's network passes alone (its defaults: the expansion in the
+    network's layer, one path point): the clean forward, the clip's and the fill's activations
+    at batch 2, the gradient at the path's point and, when the adjustment ran, the gradients of
+    batch ``extremes`` (the Tukey tails' expansion points).
     """
-    engine = PerturbationEngine(scorer, x, target, "prob", 2)
+    layer = scorer.spec.gradcam_layer
 
     def passes() -> None:
-        PerturbationEngine(scorer, x, target, "prob", 2)
-        engine.score_with_grad(x[None])
+        engine = PerturbationEngine(scorer, x, target, "prob", 2)
+        expansion = layer_expansion(engine, layer, 0.0)
+        expansion.grad_at(((expansion.start + expansion.end) / 2)[None])
         if extremes:
-            engine.score_with_grad(x[None].expand(extremes, -1, -1, -1, -1))
+            expansion.grad_of_clips(x[None].expand(extremes, -1, -1, -1, -1))
 
     return common.interleaved({"passes": passes}, repeats, scorer.device)["passes"]
 
@@ -94,14 +100,15 @@ def main(argv: list[str] | None = None) -> dict:
           f"{'met' if met else 'MISSED'})", flush=True)
     extremes = passes["aosa_approx"].backward - 1
     floor = passes_floor(scorer, x, target, extremes, args.repeats)
-    print(f"profile: aosa_approx's network passes alone (clean forward, gradient at batch 1"
+    print(f"profile: aosa_approx's network passes alone (clean forward, the layer's "
+          f"activations of clip and fill, gradient at batch 1"
           f"{f', gradient at batch {extremes}' if extremes else ''}) take {floor:.3f} s = "
           f"1/{t['aosa'] / floor:.1f} of aosa; the rest of aosa_approx (fill, direction map, "
           f"box sums, map) {max(t['aosa_approx'] - floor, 0.0):.3f} s")
     if not met:
         print("cProfile of one aosa_approx map (tottime):")
         print(profile(lambda: explain(scorer, x, tubes, target, args.batch_size,
-                                      "aosa_approx", False)))
+                                      "aosa_approx", {})))
     return {"time": t, "ratio": ratio, "floor": floor}
 
 

@@ -18,6 +18,7 @@ from transforms.methods.aosa_approx import (  # also registers the approx method
     approx_scores,
     box_mask_sums,
     dense_mask_sums,
+    input_expansion,
     path_alphas,
     taylor_changes,
     taylor_direction,
@@ -99,9 +100,15 @@ def make_engine(model: nn.Module, x: torch.Tensor, target: int, batch_size: int 
     return PerturbationEngine(scorer, x, target, score=score, batch_size=batch_size)
 
 
+def at_input(**options) -> MethodOptions:
+    """Options of the paper's expansion in the clip's voxels, which these tests are about (the
+    expansion in a layer: tests/test_aosa_approx_layer.py)."""
+    return MethodOptions(approx_at="input", **options)
+
+
 def local_mean(aggregation: str = "mean") -> MethodOptions:
     """The paper's AOSA-approx: conditional (local-mean) fill and §3.5.3's adjustment on."""
-    return MethodOptions(aggregation=aggregation, fill="local_mean", fill_window=WINDOW,
+    return at_input(aggregation=aggregation, fill="local_mean", fill_window=WINDOW,
                          approx_adjust=True)
 
 
@@ -119,7 +126,7 @@ def estimates(engine: PerturbationEngine, tubes: Tubes, fill, adjust: bool, step
     def masks_of(idx):
         return tube_mask_batches(boxes, partners, (32, 32), bs, idx)
 
-    return approx_scores(engine.x, fill, engine.score_with_grad,
+    return approx_scores(engine.x, fill, input_expansion(engine.x, fill, engine.score_with_grad),
                          box_mask_sums(boxes, partners), masks_of,
                          engine.base_score, bs, adjust=adjust, steps=steps)
 
@@ -142,10 +149,10 @@ def test_registered():
 def test_default_fill_is_the_local_mean():
     tubes, x, model = tubes_for(8, 2), two_region_clip(), TwoRegionModel()
     got = explain("aosa_approx", make_engine(model, x, 0), tubes,
-                  MethodOptions(fill_window=WINDOW))
+                  at_input(fill_window=WINDOW))
     want = explain("aosa_approx", make_engine(model, x, 0), tubes,
-                   MethodOptions(fill="local_mean", fill_window=WINDOW))
-    other = explain("aosa_approx", make_engine(model, x, 0), tubes, MethodOptions(fill="mean"))
+                   at_input(fill="local_mean", fill_window=WINDOW))
+    other = explain("aosa_approx", make_engine(model, x, 0), tubes, at_input(fill="mean"))
     np.testing.assert_array_equal(got, want)
     assert np.abs(other - want).max() > 1e-3
 
@@ -155,7 +162,7 @@ def test_the_adjustment_is_off_by_default():
     ``approx_adjust`` adds the outlying tails' gradients on a clip that has outliers."""
     tubes, x, model = tubes_for(4, 2), two_region_clip(), TwoRegionModel()
     plain = make_engine(model, x, 0)
-    explain("aosa_approx", plain, tubes, MethodOptions(fill_window=WINDOW))
+    explain("aosa_approx", plain, tubes, at_input(fill_window=WINDOW))
     adjusted = make_engine(model, x, 0)
     explain("aosa_approx", adjusted, tubes, local_mean())
     assert (plain.passes.backward, adjusted.passes.backward) == (1, 2)  # one tail here
@@ -276,7 +283,7 @@ def test_evenly_spread_changes_cost_one_backward_pass():
     model.weight.zero_()
     model.weight[0, 0] = tile.repeat_interleave(8, 0).repeat_interleave(8, 1) / (8 * 64)
     engine = make_engine(model, torch.ones(SHAPE), 0, score="logit")
-    sal = explain("aosa_sgl_approx", engine, tubes, MethodOptions(fill="mean"))
+    sal = explain("aosa_sgl_approx", engine, tubes, at_input(fill="mean"))
     assert (engine.passes.forward, engine.passes.backward) == (2, 1)
     want = tile.repeat_interleave(8, 0).repeat_interleave(8, 1)  # drop of each tile
     np.testing.assert_allclose(sal, want.expand(8, 32, 32).numpy(), atol=1e-5)
@@ -463,14 +470,14 @@ def test_the_path_sums_to_the_whole_occlusion_on_a_real_network():
 def test_path_steps_cost_their_backward_passes(steps):
     engine = make_engine(TinyVideoNet(3), random_clip(), 1, batch_size=2)
     explain("aosa_approx", engine, tubes_for(4, 2),
-            MethodOptions(fill="local_mean", fill_window=WINDOW, approx_steps=steps))
+            at_input(fill="local_mean", fill_window=WINDOW, approx_steps=steps))
     assert engine.passes.backward == max(1, steps)
     assert engine.passes.forward == 1 + max(1, steps)
 
 
 def test_path_batch_size_does_not_change_the_map():
     tubes, x = tubes_for(4, 2), random_clip()
-    options = MethodOptions(fill="local_mean", fill_window=WINDOW, approx_steps=5)
+    options = at_input(fill="local_mean", fill_window=WINDOW, approx_steps=5)
     torch.manual_seed(0)
     model = TinyVideoNet(3)
     maps = [explain("aosa_approx", make_engine(model, x, 1, batch_size=b), tubes, options)

@@ -16,13 +16,8 @@ import transforms.methods.gradcam  # noqa: F401  (registers "gradcam" and "gradc
 from models.registry import get_spec
 from transforms.methods import get_method
 from transforms.methods.base import MethodOptions
-from transforms.methods.gradcam import (
-    GradCAM,
-    GradCAMFrame,
-    capture_layer,
-    gradcam_map,
-    upsample,
-)
+from transforms.methods.gradcam import GradCAM, GradCAMFrame, gradcam_map, upsample
+from transforms.methods.layers import capture_layer
 from transforms.perturbation import PerturbationEngine
 from transforms.scoring import Scorer
 

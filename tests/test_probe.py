@@ -37,7 +37,7 @@ def test_first_order_is_exact_at_every_strength_on_a_linear_logit() -> None:
     tubes = tubes_for(4, 2)
     engine = make_engine(LinearModel(), random_clip(), 1, score="logit")
     res = linearity(engine, torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners),
-                    steps=0)
+                    steps=0, at="input")
     assert set(res) == {0.25, 0.5, 1.0}
     for a, r in res.items():
         assert r.spearman > 0.999 and r.same_sign == 1, a
@@ -48,7 +48,7 @@ def test_a_saturating_score_departs_from_first_order_as_occlusion_grows() -> Non
     tubes = tubes_for(4, 2)
     engine = make_engine(TwoRegionModel(), two_region_clip(), 0)
     res = linearity(engine, torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners),
-                    (0.05, 1.0), steps=0)
+                    (0.05, 1.0), steps=0, at="input")
     assert abs(res[0.05].scale - 1) < 0.05  # small occlusions: first order holds
     assert abs(res[1.0].scale - 1) > 2 * abs(res[0.05].scale - 1)
 
@@ -59,9 +59,9 @@ def test_the_path_estimates_are_exact_at_full_occlusion_where_the_taylor_term_is
     tubes = tubes_for(4, 2)
     args = (torch.from_numpy(tubes.boxes), torch.from_numpy(tubes.partners), (1.0,))
     path = linearity(make_engine(SeparableQuadratic(), random_clip(), 0, score="logit"),
-                     *args, steps=1)[1.0]
+                     *args, steps=1, at="input")[1.0]
     taylor = linearity(make_engine(SeparableQuadratic(), random_clip(), 0, score="logit"),
-                       *args, steps=0)[1.0]
+                       *args, steps=0, at="input")[1.0]
     assert path.scale == pytest.approx(1, abs=1e-3) and path.pearson > 0.9999
     assert abs(taylor.scale - 1) > 0.05
 

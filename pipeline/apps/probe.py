@@ -38,6 +38,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 from transforms.methods.aosa import occlusion_scores
+from transforms.methods.aosa_approx import APPROX_AT
 from transforms.methods.base import MethodOptions, get_method
 from transforms.perturbation import SCORES, PerturbationEngine
 
@@ -67,7 +68,7 @@ def agreement(predicted: np.ndarray, exact: np.ndarray) -> Agreement:
 
 def linearity(engine: PerturbationEngine, boxes: torch.Tensor, partners: torch.Tensor,
               alphas: Sequence[float] = ALPHAS, method: str = "aosa_approx",
-              steps: int | None = None) -> dict[float, Agreement]:
+              steps: int | None = None, at: str | None = None) -> dict[float, Agreement]:
     """Per occlusion strength a: the agreement of a · Δ̂ (``method``'s estimates, its default
     fill μ) with the exact changes of V + a (μ − V) inside each mask.
 
@@ -75,9 +76,11 @@ def linearity(engine: PerturbationEngine, boxes: torch.Tensor, partners: torch.T
         engine: the clip's perturbation engine (its score kind is used throughout).
         boxes: int (N, T, 4) tube boxes; partners: int64 (N, K).
         steps: ``--approx-steps`` of the estimates (None: the method's default).
+        at: ``--approx-at`` of the estimates (None: the method's default).
     """
-    approx = get_method(method, MethodOptions() if steps is None
-                        else MethodOptions(approx_steps=steps))
+    given = {"approx_steps": steps, "approx_at": at}
+    approx = get_method(method, MethodOptions(**{k: v for k, v in given.items()
+                                                 if v is not None}))
     fill = approx.fill(engine)
     base = float(engine.base_score)
     estimate = approx.mask_scores(engine, boxes, partners).double().cpu().numpy() - base
@@ -143,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--approx-steps", type=int, default=None,
                     help="linearity: where the estimates' gradient is taken (as the job's "
                          "--approx-steps; default: the job's default)")
+    ap.add_argument("--approx-at", choices=APPROX_AT.choices, default=None,
+                    help="linearity: where the estimates' expansion is taken (as the job's "
+                         "--approx-at; default: the job's default)")
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args(argv)
     from transforms.io import read_manifest
@@ -173,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = {"video": ref.video, "label": ref.label, "f": float(engine.base_score)}
         if args.probe == "linearity":
             res = linearity(engine, torch.from_numpy(tubes.boxes),
-                            torch.from_numpy(tubes.partners), alphas, steps=args.approx_steps)
+                            torch.from_numpy(tubes.partners), alphas, steps=args.approx_steps,
+                            at=args.approx_at)
             out["alphas"] = {str(a): vars(r) for a, r in res.items()}
         else:
             method = get_method("aosa_t", MethodOptions(fill=args.fill))

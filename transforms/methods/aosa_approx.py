@@ -9,9 +9,11 @@ summed-area tables by inclusion–exclusion (:func:`box_mask_sums`,
 :func:`~transforms.methods.aosa.aggregate_boxes`;
 O(N · T · 2^(K+1)) instead of O(N · T · H · W)); only the adjustment's (at most 2) expansion
 points are dense. With more than :data:`~transforms.masks.MAX_BOX_MEMBERS` tubes per mask the
-masks are rasterised ``batch_size`` at a time, as exact AOSA does. The network runs
-max(1, K) + 2 forward and backward passes per clip at most (K = ``--approx-steps``, by default
-1; plus the engine's clean forward), whatever N is.
+masks are rasterised ``batch_size`` at a time, as exact AOSA does. Whatever N is, the network
+runs per clip (besides the engine's clean forward, and at most 2 more of each with the
+adjustment): at the input max(1, K) forwards and backwards (K = ``--approx-steps``, by default
+1); in the layer (the default) 2 forwards for the activations and max(1, K) forwards and
+backwards that stop at the layer.
 
 Steps:
 
@@ -33,7 +35,9 @@ Steps:
    (it also averages over frames; window 4) with zero padding (borders darken). A per-frame,
    border-clipped window is kept here because it is the fill exact AOSA is run with.
 
-2. **Taylor estimate** (Eq. 3–7). One gradient g = ∂f/∂V (1 forward + 1 backward through
+2. **Taylor estimate** (Eq. 3–7), *in the clip's voxels* (``--approx-at input``, the
+   paper's; the default is the same expansion in a layer, below). One gradient g = ∂f/∂V
+   (1 forward + 1 backward through
    ``engine.score_with_grad``; f is the engine's score, by default the softmax probability, as
    the paper and the authors' code), in the paper at the clean clip, by default here half-way
    to the fill (below). With V̂_i = where(m_i, μ, V)::
@@ -55,6 +59,30 @@ Steps:
    instead of 1 (K = 1, the midpoint alone, costs what the paper's estimate costs).
    **Default K = 1**, a deliberate departure from the paper, chosen on real footage with I3D
    (better insertion at the same cost) and the synthetic split (level): docs/CLAIMS.md.
+
+   *In a layer* (``--approx-at layer``, **the default**; a second departure from the paper,
+   chosen on the real-footage benchmark: docs/CLAIMS.md). The same first-order expansion, in
+   the coordinates of a hidden layer's activations A (C, t, h, w) instead of the voxels:
+   ``--layer``, by default the network's Grad-CAM layer (I3D's ``Mixed_5c``). Occluding mask i
+   is modelled at the layer as each cell moving from A(V) towards A(μ), the activations of the
+   clip filled with μ everywhere, by the share of the cell's voxels the mask covers::
+
+       f(V̂_i) ≈ f(V) + Σ_cells frac_i ⊙ Σ_c g_A ⊙ (A(μ) − A(V)),   g_A = ∂f/∂A
+
+   so d_A = Σ_c g_A ⊙ (A(μ) − A(V)) (t, h, w) is spread evenly over each cell's voxels
+   (:func:`cell_spread`) and every mask is again one masked sum of one direction map; with
+   ``--approx-steps`` K ≥ 1, g_A is the mean over the K midpoints of the straight path from
+   A(V) to A(μ) (:func:`path_gradient` in the layer's space: the layer's output is replaced
+   by each point, :func:`~transforms.methods.layers.gradients_at_layer`), whose total is
+   exactly f(μ) − f(V) in the limit. At a layer that is the input itself this is step 2
+   above to float precision (tested). What it buys: the network between the input and the layer —
+   most of its non-linearity — is run exactly (A(μ) is a forward, not a linearisation); what
+   it assumes: that occluding part of the clip changes only the cells over it, in proportion
+   to what it covers (exact where the layer's cells see only their own voxels: tested).
+   With a global-average-pool and linear head (I3D, R3D) and the logit, f is linear in A and
+   the path adds nothing; for the probability the path follows the softmax. Cost: 2 forwards
+   for A(V) and A(μ) (one batch) and max(1, K) forwards whose backward stops at the layer —
+   cheaper than one input gradient. Networks without a 5-D layer: ``--approx-at input``.
 
 3. **Derivative adjustment** (§3.5.3; off unless ``--approx-adjust``: docs/METHODS.md says
    why). Tukey fences q1 − 1.5·IQR and q3 + 1.5·IQR on the N
@@ -104,6 +132,7 @@ Steps:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -116,6 +145,7 @@ from transforms.masks import (
 )
 from transforms.methods.aosa import AGGREGATION, BOX_CHUNK, TubeMethod
 from transforms.methods.base import FILL, SCORE, register_method
+from transforms.methods.layers import LAYER, gradients_at_layer, layer_outputs
 from transforms.options import Option
 from transforms.perturbation import PerturbationEngine, occlude
 from transforms.tubes import BOX_SIZE, STRIDE, TOPK
@@ -127,10 +157,16 @@ APPROX_ADJUST = Option(
 
 APPROX_STEPS = Option(
     "approx_steps", int, 1, check=lambda v, _: None if v >= 0 else f"must be >= 0, got {v}",
-    help="AOSA-approx: where the gradient is taken: K >= 1 = averaged over the K midpoints of "
-         "the straight path from the clip to the fill (K backwards; 1: half-way, the cost of "
-         "the paper's estimate); 0 = at the clean clip (the paper's Eq. 3). Why 1: "
+    help="AOSA-approx: where the gradient is taken on the straight path from the clip to the "
+         "fill (in the space --approx-at says): K >= 1 = averaged over the path's K midpoints "
+         "(K gradients; 1: half-way); 0 = at the clean clip (the paper's Eq. 3). Why 1: "
          "docs/CLAIMS.md")
+
+APPROX_AT = Option(
+    "approx_at", str, "layer", choices=("layer", "input"),
+    help="AOSA-approx: where the first-order expansion is taken: layer = in the activations of "
+         "--layer (the network's Grad-CAM layer unless given), input = in the clip's voxels "
+         "(the paper's Eq. 3). Why layer: docs/CLAIMS.md")
 
 TUKEY_K = 1.5
 """Fence multiplier of the outlier rule (§3.5.3: 1.5 × IQR)."""
@@ -162,6 +198,63 @@ def taylor_direction(grad: torch.Tensor, x: torch.Tensor, fill: torch.Tensor | f
     """
     fill = torch.as_tensor(fill, dtype=torch.float64, device=x.device)
     return (grad.double() * (fill - x.double())).sum(0)
+
+
+def cell_spread(values: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """(t, h, w) per-cell values → (T, H, W): each layer cell's value shared equally by the
+    voxels it covers, so a mask's sum is Σ_cells value · (the share of the cell in the mask).
+
+    Voxel i of an axis of n belongs to cell ⌊i·m / n⌋ of m (nearest-neighbour upsampling's
+    rule); the sum over all voxels equals the sum over the cells.
+
+    Raises:
+        ValueError: an axis of the layer is longer than the clip's.
+    """
+    if values.ndim != 3:
+        raise ValueError(f"expected (t, h, w) cell values, got {tuple(values.shape)}")
+    index, share = [], []
+    for m, n in zip(values.shape, size, strict=True):
+        if m > n:
+            raise ValueError(f"a layer of {tuple(values.shape)} cells is finer than the clip's "
+                             f"{tuple(size)} voxels")
+        idx = torch.arange(n, device=values.device) * m // n
+        index.append(idx)
+        share.append(1.0 / torch.bincount(idx, minlength=m).to(torch.float64)[idx])
+    t, h, w = index
+    spread = values.double()[t][:, h][:, :, w]
+    return spread * share[0].view(-1, 1, 1) * share[1].view(1, -1, 1) * share[2].view(1, 1, -1)
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """Where the first-order expansion is taken (module docstring, step 2).
+
+    Attributes:
+        start: the clean clip's point: the clip (3, T, H, W), or its activations (C, t, h, w)
+            at the layer.
+        end: the fill's point: μ (number or tensor broadcastable to ``start``), or the
+            activations of the clip filled with μ everywhere.
+        grad_at: :data:`GradFn` at points of this space (B, *start.shape): the path.
+        grad_of_clips: :data:`GradFn` of whole clips (B, 3, T, H, W), gradients in this space:
+            the adjustment's expansion points.
+        to_voxels: a direction on ``start``'s grid (t, h, w) → the clip's (T, H, W).
+    """
+
+    start: torch.Tensor
+    end: torch.Tensor | float
+    grad_at: GradFn
+    grad_of_clips: GradFn
+    to_voxels: Callable[[torch.Tensor], torch.Tensor]
+
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        """float64 (T, H, W): each voxel's share of the first-order change, from a gradient
+        at a point of this space."""
+        return self.to_voxels(taylor_direction(grad, self.start, self.end))
+
+
+def input_expansion(x: torch.Tensor, fill: torch.Tensor | float, grad_fn: GradFn) -> Expansion:
+    """The paper's expansion in the clip's voxels (Eq. 3): points are clips."""
+    return Expansion(x, fill, grad_fn, grad_fn, lambda d: d)
 
 
 def path_alphas(steps: int) -> tuple[float, ...]:
@@ -301,7 +394,7 @@ def tail_extremes(changes: torch.Tensor, low: torch.Tensor, high: torch.Tensor
 
 
 def adjust_outliers(scores: torch.Tensor, base_score: float, x: torch.Tensor,
-                    fill: torch.Tensor | float, grad_fn: GradFn, sums: MaskSums,
+                    fill: torch.Tensor | float, expansion: Expansion, sums: MaskSums,
                     masks_of: MasksOf, batch_size: int, k: float = TUKEY_K) -> torch.Tensor:
     """§3.5.3: re-estimate each Tukey tail around the input occluded by its most extreme mask.
 
@@ -310,7 +403,8 @@ def adjust_outliers(scores: torch.Tensor, base_score: float, x: torch.Tensor,
         base_score: f(V).
         x: (3, T, H, W) clean clip.
         fill: the fill μ the estimates use.
-        grad_fn: scores and input gradients of a batch (at most ``batch_size`` clips per call).
+        expansion: its ``grad_of_clips`` takes the gradients at the occluded clips (at most
+            ``batch_size`` per call), its ``direction`` turns them into voxels.
         sums: masked sums of the masks (see :data:`MaskSums`), for the re-estimates.
         masks_of: the masks of given indices (see :data:`MasksOf`): only the tails' extremes
             are rasterised, for their forwards.
@@ -318,8 +412,8 @@ def adjust_outliers(scores: torch.Tensor, base_score: float, x: torch.Tensor,
         k: fence multiplier.
 
     Returns:
-        (N,) scores in ``scores``' dtype; outliers replaced, the rest unchanged. ``grad_fn`` runs
-        on at most 2 clips in all (none without outliers).
+        (N,) scores in ``scores``' dtype; outliers replaced, the rest unchanged.
+        ``grad_of_clips`` runs on at most 2 clips in all (none without outliers).
     """
     low, high = tukey_outliers(scores - base_score, k)
     tails = tail_extremes(scores - base_score, low, high)
@@ -329,30 +423,29 @@ def adjust_outliers(scores: torch.Tensor, base_score: float, x: torch.Tensor,
     occ = torch.cat(list(masks_of(extremes)))  # (E <= 2, T, H, W)
     f_e, g_e = [], []
     for start in range(0, len(tails), batch_size):
-        f, g = grad_fn(occlude(x, fill, occ[start:start + batch_size]))
+        f, g = expansion.grad_of_clips(occlude(x, fill, occ[start:start + batch_size]))
         f_e.append(f.detach())
         g_e.append(g.detach())
     f_e, g_e = torch.cat(f_e), torch.cat(g_e)
     out = scores.clone()
     for j, (idx, extreme) in enumerate(tails):
-        d = taylor_direction(g_e[j], x, fill)
-        est = sums(d, idx)  # Σ d_e · m_i for the tail's masks
+        est = sums(expansion.direction(g_e[j]), idx)  # Σ d_e · m_i for the tail's masks
         at_extreme = est[int(torch.nonzero(idx == extreme)[0, 0])]  # Σ d_e · m_e
         out[idx] = (float(f_e[j]) + est - at_extreme).to(out.dtype)
     return out
 
 
-def approx_scores(x: torch.Tensor, fill: torch.Tensor | float, grad_fn: GradFn,
+def approx_scores(x: torch.Tensor, fill: torch.Tensor | float, expansion: Expansion,
                   sums: MaskSums, masks_of: MasksOf, base_score: float,
                   batch_size: int, adjust: bool = True, k: float = TUKEY_K,
                   steps: int = 1) -> torch.Tensor:
-    """Estimates of all N occluded scores from one gradient map (the clean clip's, or the path's
-    with ``steps`` >= 1: :func:`path_gradient`), then §3.5.3.
+    """Estimates of all N occluded scores from one gradient (at the expansion's start, or the
+    path's with ``steps`` >= 1: :func:`path_gradient`), then §3.5.3.
 
     Args:
         x: (3, T, H, W) clean clip.
         fill: the fill μ (number or tensor broadcastable to x).
-        grad_fn: scores and input gradients of a batch (see :data:`GradFn`).
+        expansion: where the expansion is taken (:func:`input_expansion`, or the layer's).
         sums: masked sums of the N masks (see :data:`MaskSums`).
         masks_of: the masks of given indices, for the adjustment's forwards.
         base_score: f(V), the clean clip's score.
@@ -362,19 +455,48 @@ def approx_scores(x: torch.Tensor, fill: torch.Tensor | float, grad_fn: GradFn,
         steps: where the gradient is taken (:func:`path_alphas`).
 
     Returns:
-        float64 (N,) estimated scores f̂(V̂_i). ``grad_fn`` runs on max(1, ``steps``) clips,
-        plus at most 2 when ``adjust``.
+        float64 (N,) estimated scores f̂(V̂_i). The expansion's ``grad_at`` runs on
+        max(1, ``steps``) points, its ``grad_of_clips`` on at most 2 clips when ``adjust``.
     """
-    grad = path_gradient(x, fill, grad_fn, steps, batch_size)
-    changes = sums(taylor_direction(grad, x, fill), None)
-    scores = base_score + changes
+    grad = path_gradient(expansion.start, expansion.end, expansion.grad_at, steps, batch_size)
+    scores = base_score + sums(expansion.direction(grad), None)
     if adjust:
-        scores = adjust_outliers(scores, base_score, x, fill, grad_fn, sums, masks_of,
+        scores = adjust_outliers(scores, base_score, x, fill, expansion, sums, masks_of,
                                  batch_size, k)
     return scores
 
 
 # --- Methods --------------------------------------------------------------------------------
+
+
+def layer_expansion(engine: PerturbationEngine, layer_name: str | None,
+                    fill: torch.Tensor | float) -> Expansion:
+    """The expansion in the activations A of the layer (module docstring, step 2).
+
+    Start A(V) and end A(μ), the activations of the clip and of the clip filled with μ
+    everywhere (2 forwards, no backward); path points replace the layer's output
+    (:func:`~transforms.methods.layers.gradients_at_layer`: a forward of the clip and a
+    backward to the layer each); the adjustment's occluded clips run forward and back to the
+    layer; a direction on the layer's (t, h, w) grid is spread over its cells' voxels
+    (:func:`cell_spread`).
+    """
+    x = engine.x
+    filled = torch.as_tensor(fill, dtype=x.dtype, device=x.device).expand_as(x)
+    pair = torch.stack([x, filled])
+    acts = torch.cat([layer_outputs(engine, layer_name, pair[i:i + engine.batch_size],
+                                    grad=False)[1]
+                      for i in range(0, 2, engine.batch_size)]).float()
+
+    def grad_at(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return gradients_at_layer(engine, layer_name, points)
+
+    def grad_of_clips(clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, _, grads = layer_outputs(engine, layer_name, clips)
+        return scores, grads.float()
+
+    size = tuple(x.shape[1:])
+    return Expansion(acts[0], acts[1], grad_at, grad_of_clips, lambda d: cell_spread(d, size))
+
 
 
 class _TubeTaylor(TubeMethod):
@@ -392,9 +514,14 @@ class _TubeTaylor(TubeMethod):
 
         sums = (box_mask_sums(boxes, partners) if boxable(partners)  # else dense, as exact AOSA
                 else dense_mask_sums(masks_of, boxes.shape[0]))
-        return approx_scores(engine.x, self.fill(engine), engine.score_with_grad, sums,
-                             masks_of, engine.base_score, bs, adjust=self.options.approx_adjust,
-                             steps=self.options.approx_steps)
+        fill = self.fill(engine)
+        if self.options.approx_at == "input":
+            expansion = input_expansion(engine.x, fill, engine.score_with_grad)
+        else:
+            expansion = layer_expansion(
+                engine, self.options.layer or engine.scorer.spec.gradcam_layer, fill)
+        return approx_scores(engine.x, fill, expansion, sums, masks_of, engine.base_score, bs,
+                             adjust=self.options.approx_adjust, steps=self.options.approx_steps)
 
 
 @register_method("aosa_approx")
@@ -404,7 +531,8 @@ class AOSAApprox(_TubeTaylor):
 
     name = "aosa_approx"
     integrate = True
-    reads = (STRIDE, BOX_SIZE, TOPK, AGGREGATION, FILL, SCORE, APPROX_ADJUST, APPROX_STEPS)
+    reads = (STRIDE, BOX_SIZE, TOPK, AGGREGATION, FILL, SCORE, APPROX_ADJUST, APPROX_STEPS,
+             APPROX_AT, LAYER)
 
 
 @register_method("aosa_sgl_approx")
@@ -414,4 +542,5 @@ class AOSASingleApprox(_TubeTaylor):
 
     name = "aosa_sgl_approx"
     integrate = False
-    reads = (STRIDE, BOX_SIZE, AGGREGATION, FILL, SCORE, APPROX_ADJUST, APPROX_STEPS)
+    reads = (STRIDE, BOX_SIZE, AGGREGATION, FILL, SCORE, APPROX_ADJUST, APPROX_STEPS,
+             APPROX_AT, LAYER)

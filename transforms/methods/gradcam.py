@@ -19,34 +19,21 @@ interpolation (``align_corners=False``; captum's ``LayerAttribution.interpolate`
 ``trilinear``). Maps are not normalised: they are stored as computed, in units of
 score × activation, and may be all zero (ReLU of a negative map).
 
-The layer is ``--layer`` (:data:`LAYER`) or the network's
-``gradcam_layer``; its output must be a 5-D (B, C, t, h, w) tensor (transformers' token layouts
-are not supported). Each clip costs one forward and one backward pass (plus the engine's clean
-forward). The backward starts at the layer: its output is replaced by a detached leaf that
-requires grad, so nothing before the layer is differentiated and no parameter or input changes
-``requires_grad``. Under autocast (bf16 / fp16) weights and sums are computed in float32.
-
-Hooks are registered for one call only and removed on every exit path; they act only for the
-thread that registered them, because one network is shared by the threads of a worker.
+The layer is ``--layer`` or the network's ``gradcam_layer``, read through
+:mod:`transforms.methods.layers` (its output must be (B, C, t, h, w); the backward starts at
+the layer). Each clip costs one forward and one backward pass (plus the engine's clean
+forward). Under autocast (bf16 / fp16) weights and sums are computed in float32.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from transforms.methods.base import SCORE, Explanation, Method, register_method
-from transforms.options import Option
-from transforms.perturbation import PerturbationEngine, target_score
+from transforms.methods.layers import LAYER, layer_activations_and_gradients
+from transforms.perturbation import PerturbationEngine
 from transforms.tubes import Tubes
-
-LAYER = Option("layer", str, None,
-               "the network's layer for layer-based methods (default: the registry's)")
 
 # --- Pure functions -------------------------------------------------------------------------
 
@@ -83,84 +70,6 @@ def upsample(cam: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
         raise ValueError(f"expected a (t, h, w) map, got {tuple(cam.shape)}")
     return F.interpolate(cam[None, None].float(), size=tuple(size), mode="trilinear",
                          align_corners=False)[0, 0]
-
-
-def resolve_layer(model: nn.Module, layer: str | None, network: str) -> nn.Module:
-    """The submodule called ``layer`` (dotted path); ValueError naming network and layer."""
-    if not layer:
-        raise ValueError(f"network {network!r} has no Grad-CAM layer; pass --layer with the "
-                         "dotted name of a convolutional block whose output is "
-                         "(B, C, T, H, W)")
-    try:
-        return model.get_submodule(layer)
-    except AttributeError as err:
-        raise ValueError(f"network {network!r} has no layer {layer!r} for Grad-CAM ({err}); "
-                         "pass --layer with a dotted module name") from err
-
-
-class _LayerCapture:
-    """What the hook saw: the layer's output made a leaf that requires grad (one call only)."""
-
-    def __init__(self, layer_name: str, network: str) -> None:
-        self.layer_name, self.network = layer_name, network
-        self.owner = threading.get_ident()
-        self.leaves: list[torch.Tensor] = []
-
-    def hook(self, module: nn.Module, inputs: tuple, output: object) -> torch.Tensor | None:
-        if threading.get_ident() != self.owner:
-            return None  # another thread's forward through the shared network
-        if not torch.is_tensor(output) or output.ndim != 5:
-            what = (f"a tensor of shape {tuple(output.shape)}" if torch.is_tensor(output)
-                    else type(output).__name__)
-            raise ValueError(
-                f"Grad-CAM needs a (B, C, T, H, W) output from layer {self.layer_name!r} of "
-                f"network {self.network!r}, got {what}; token layouts (transformers) are "
-                "unsupported: choose a convolutional block with --layer")
-        leaf = output.detach().requires_grad_(True)
-        self.leaves.append(leaf)
-        return leaf.clone()  # later in-place ops act on the copy, never on the leaf
-
-
-@contextmanager
-def capture_layer(layer: nn.Module, layer_name: str, network: str) -> Iterator[_LayerCapture]:
-    """Hook ``layer`` for the duration of the block; the hook is removed on every exit."""
-    capture = _LayerCapture(layer_name, network)
-    handle = layer.register_forward_hook(capture.hook)
-    try:
-        yield capture
-    finally:
-        handle.remove()
-
-
-def layer_activations_and_gradients(engine: PerturbationEngine, layer_name: str | None
-                                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A and ∂f/∂A at the layer for the engine's clip (one forward, one backward, counted).
-
-    Args:
-        engine: the clip, target and score (``prob`` | ``logit``).
-        layer_name: dotted module name in ``engine.scorer.model`` (None: ValueError).
-
-    Returns:
-        (activations, gradients), each (C, t, h, w) in the layer's dtype (e.g. bf16 under
-        autocast).
-    """
-    scorer = engine.scorer
-    layer = resolve_layer(scorer.model, layer_name, scorer.spec.name)
-    with capture_layer(layer, layer_name, scorer.spec.name) as capture, torch.enable_grad():
-        logits = scorer.logits(engine.x[None].detach())
-        engine.passes.forward += 1
-        if len(capture.leaves) != 1:
-            raise ValueError(f"layer {layer_name!r} of network {scorer.spec.name!r} ran "
-                             f"{len(capture.leaves)} times in one forward; Grad-CAM needs a "
-                             "layer that runs exactly once")
-        (leaf,) = capture.leaves
-        score = target_score(logits, engine.target, engine.score_kind).sum()
-        if not score.requires_grad:
-            raise ValueError(f"the score does not depend on layer {layer_name!r} of network "
-                             f"{scorer.spec.name!r}")
-        (grad,) = torch.autograd.grad(score, leaf)
-        engine.count_backward(1)
-    return leaf.detach()[0], grad[0]
 
 
 # --- Methods --------------------------------------------------------------------------------
