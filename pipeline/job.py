@@ -48,6 +48,7 @@ from pipeline.state import (
 from pipeline.strict_args import check_known_args
 from transforms.deadletter import STAGE_FAILED_MARK
 from transforms.io import check_manifest, is_manifest, list_clips, missing_methods
+from transforms.methods.base import get_method
 from transforms.progress import record_progress
 from transforms.records import ClipRef
 from transforms.remote import is_remote
@@ -147,6 +148,7 @@ def prepare(argv: list[str]) -> tuple[PipelineOptions, RunConfig, list[str] | No
     check_storage(cfg)
     handler = cfg.handler()
     cfg = cfg.replace(weights_sha256=handler.validate())
+    check_layer(cfg, handler.spec())
     cfg = stage_weights(cfg, runs_locally(options))
     names = handler.class_names()
     cfg.fixed_target(names)
@@ -154,6 +156,20 @@ def prepare(argv: list[str]) -> tuple[PipelineOptions, RunConfig, list[str] | No
     items = list(list_clips(cfg.input, s.num_frames, s.frame_stride, names, s.clips_per_video,
                             s.clip_hop))
     return options, cfg, names, items
+
+
+def check_layer(cfg: RunConfig, spec) -> None:
+    """A method that reads a hidden layer needs one: ``--layer`` or the network's Grad-CAM
+    layer (one line naming the method and the way out, before any clip is read)."""
+    if spec.gradcam_layer:
+        return
+    options = cfg.method_options()
+    for name in cfg.methods:
+        method = get_method(name, options)
+        if getattr(method, "needs_layer", lambda: False)():  # registered duck types: none
+            way = " or --approx-at input" if name.endswith("_approx") else ""
+            raise ValueError(f"--methods {name}: network {spec.name!r} has no Grad-CAM layer; "
+                             f"pass --layer with a convolutional block{way}")
 
 
 def check_storage(cfg: RunConfig) -> None:

@@ -203,3 +203,22 @@ def test_a_network_without_a_layer_says_how_to_go_on() -> None:
     with pytest.raises(ValueError, match=r"no Grad-CAM layer.*--layer.*--approx-at input"):
         get_method("aosa_approx").explain(engine, tubes)
     get_method("aosa_approx", at_input()).explain(engine, tubes)  # the paper's still runs
+
+
+@pytest.mark.parametrize("methods,message", [
+    (("aosa", "aosa_approx"), r"--methods aosa_approx: network 'flat' has no Grad-CAM layer; "
+                              r"pass --layer with a convolutional block or --approx-at input"),
+    (("gradcam",), r"--methods gradcam: network 'flat' has no Grad-CAM layer; pass --layer"),
+])
+def test_a_run_that_needs_a_layer_the_network_lacks_stops_before_it_starts(methods, message):
+    """The driver checks (``pipeline.job.check_layer``) instead of dead-lettering every clip
+    (transformers' networks have no Grad-CAM layer); the voxels' expansion needs none."""
+    from pipeline.config import RunConfig
+    from pipeline.job import check_layer
+
+    flat = dataclasses.replace(get_spec("tiny"), name="flat", gradcam_layer=None)
+    cfg = RunConfig(input="in", output="out", model="tiny", methods=methods).resolve()
+    with pytest.raises(ValueError, match=message):
+        check_layer(cfg, flat)
+    check_layer(cfg.replace(approx_at="input", methods=("aosa_approx", "aosa")), flat)
+    check_layer(cfg, get_spec("tiny"))  # it has one

@@ -504,6 +504,9 @@ class _TubeTaylor(TubeMethod):
 
     default_fill = "local_mean"  # conditional sampling (module docstring, step 1)
 
+    def needs_layer(self) -> bool:
+        return self.options.approx_at == "layer"
+
     def mask_scores(self, engine: PerturbationEngine, boxes: torch.Tensor,
                     partners: torch.Tensor) -> torch.Tensor:
         """float64 (N,) first-order estimates (+ §3.5.3's adjustment when ``approx_adjust``)."""

@@ -134,6 +134,12 @@ class Method(ABC):
         """This method's fill for the engine's clip (``--fill``, else ``default_fill``)."""
         return self.options.fill_of(engine, self.default_fill)
 
+    def needs_layer(self) -> bool:
+        """Whether, with these options, the method reads a hidden layer of the network
+        (``--layer`` or the network's Grad-CAM layer): the run checks the network has one
+        before it starts."""
+        return False
+
     @abstractmethod
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
         """Saliency of ``engine.target`` for the clip ``engine.x``."""

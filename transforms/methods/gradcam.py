@@ -81,6 +81,9 @@ class _GradCAM(Method):
     per_frame: bool = False
     reads = (LAYER, SCORE)
 
+    def needs_layer(self) -> bool:
+        return True
+
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
         layer = self.options.layer or engine.scorer.spec.gradcam_layer
         acts, grads = layer_activations_and_gradients(engine, layer)
