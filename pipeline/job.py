@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from models.registry import ModelSpec
 from pipeline import storage
 from pipeline.build import build_pipeline, sampling
 from pipeline.config import RunConfig
@@ -158,7 +159,7 @@ def prepare(argv: list[str]) -> tuple[PipelineOptions, RunConfig, list[str] | No
     return options, cfg, names, items
 
 
-def check_layer(cfg: RunConfig, spec) -> None:
+def check_layer(cfg: RunConfig, spec: ModelSpec) -> None:
     """A method that reads a hidden layer needs one: ``--layer`` or the network's Grad-CAM
     layer (one line naming the method and the way out, before any clip is read)."""
     if spec.gradcam_layer:
@@ -166,7 +167,7 @@ def check_layer(cfg: RunConfig, spec) -> None:
     options = cfg.method_options()
     for name in cfg.methods:
         method = get_method(name, options)
-        if getattr(method, "needs_layer", lambda: False)():  # registered duck types: none
+        if getattr(method, "needs_layer", lambda: False)():  # a duck-typed method: no layer
             way = " or --approx-at input" if name.endswith("_approx") else ""
             raise ValueError(f"--methods {name}: network {spec.name!r} has no Grad-CAM layer; "
                              f"pass --layer with a convolutional block{way}")
