@@ -82,7 +82,8 @@ Steps:
    With a global-average-pool and linear head (I3D, R3D) and the logit, f is linear in A and
    the path adds nothing; for the probability the path follows the softmax. Cost: 2 forwards
    for A(V) and A(μ) (one batch) and max(1, K) forwards whose backward stops at the layer —
-   cheaper than one input gradient. Networks without a 5-D layer: ``--approx-at input``.
+   about the cost of one input gradient (docs/BENCHMARKS.md). Networks without a 5-D layer:
+   ``--approx-at input``.
 
 3. **Derivative adjustment** (§3.5.3; off unless ``--approx-adjust``: docs/METHODS.md says
    why). Tukey fences q1 − 1.5·IQR and q3 + 1.5·IQR on the N
