@@ -168,7 +168,8 @@ def check_layer(cfg: RunConfig, spec: ModelSpec) -> None:
     for name in cfg.methods:
         method = get_method(name, options)
         if getattr(method, "needs_layer", lambda: False)():  # a duck-typed method: no layer
-            way = " or --approx-at input" if name.endswith("_approx") else ""
+            way = getattr(method, "without_layer", None)
+            way = f" or {way}" if way else ""
             raise ValueError(f"--methods {name}: network {spec.name!r} has no Grad-CAM layer; "
                              f"pass --layer with a convolutional block{way}")
 

@@ -504,6 +504,7 @@ class _TubeTaylor(TubeMethod):
     """AOSA's body with the masks scored by :func:`approx_scores` instead of forwards."""
 
     default_fill = "local_mean"  # conditional sampling (module docstring, step 1)
+    without_layer = "--approx-at input"
 
     def needs_layer(self) -> bool:
         return self.options.approx_at == "layer"

@@ -134,10 +134,12 @@ class Method(ABC):
         """This method's fill for the engine's clip (``--fill``, else ``default_fill``)."""
         return self.options.fill_of(engine, self.default_fill)
 
+    without_layer: str | None = None  # how to run it on a network without one (a flag)
+
     def needs_layer(self) -> bool:
         """Whether, with these options, the method reads a hidden layer of the network
         (``--layer`` or the network's Grad-CAM layer): the run checks the network has one
-        before it starts."""
+        before it starts (and names ``without_layer`` when it has not)."""
         return False
 
     @abstractmethod

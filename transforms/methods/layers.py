@@ -81,9 +81,21 @@ def capture_layer(layer: nn.Module, layer_name: str, network: str,
         handle.remove()
 
 
-def _run(engine: PerturbationEngine, layer_name: str | None, clips: torch.Tensor,
-         grad: bool, replace: torch.Tensor | None = None
-         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def layer_outputs(engine: PerturbationEngine, layer_name: str | None, clips: torch.Tensor,
+                  grad: bool = True, replace: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Scores, activations and (with ``grad``) ∂f/∂A at the layer for a batch of clips.
+
+    Args:
+        engine: the target and score (``prob`` | ``logit``); counts B forwards (and B
+            backwards with ``grad``: one backward call for the batch).
+        clips: (B, 3, T, H, W).
+        replace: (B, C, t, h, w) activations the layer outputs instead of its own, or None.
+
+    Returns:
+        scores (B,), activations (B, C, t, h, w) and gradients (same, or None), in the layer's
+        dtype (e.g. bf16 under autocast).
+    """
     scorer = engine.scorer
     layer = resolve_layer(scorer.model, layer_name, scorer.spec.name)
     with (capture_layer(layer, layer_name, scorer.spec.name, replace) as capture,
@@ -106,23 +118,6 @@ def _run(engine: PerturbationEngine, layer_name: str | None, clips: torch.Tensor
     return scores.detach(), leaf.detach(), grads
 
 
-def layer_outputs(engine: PerturbationEngine, layer_name: str | None, clips: torch.Tensor,
-                  grad: bool = True
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Scores, activations and (with ``grad``) ∂f/∂A at the layer for a batch of clips.
-
-    Args:
-        engine: the target and score (``prob`` | ``logit``); counts B forwards (and B
-            backwards with ``grad``: one backward call for the batch).
-        clips: (B, 3, T, H, W).
-
-    Returns:
-        scores (B,), activations (B, C, t, h, w) and gradients (same, or None), in the layer's
-        dtype (e.g. bf16 under autocast).
-    """
-    return _run(engine, layer_name, clips, grad)
-
-
 def gradients_at_layer(engine: PerturbationEngine, layer_name: str | None,
                        points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The score and ∂f/∂A with the layer's output replaced by each of ``points``.
@@ -137,7 +132,7 @@ def gradients_at_layer(engine: PerturbationEngine, layer_name: str | None,
         scores (B,), gradients (B, C, t, h, w) float32.
     """
     clips = engine.x[None].expand(points.shape[0], *engine.x.shape)
-    scores, _, grads = _run(engine, layer_name, clips, True, replace=points)
+    scores, _, grads = layer_outputs(engine, layer_name, clips, replace=points)
     return scores, grads.float()
 
 
