@@ -31,6 +31,22 @@ def test_agreement_known_answers() -> None:
     half = agreement(2 * exact, exact)  # right ranking, twice too large
     assert half.spearman == pytest.approx(1) and half.scale == pytest.approx(0.5)
     assert np.isnan(agreement(np.zeros(5), exact).scale)
+    assert same.top_overlap == 1 and flipped.top_overlap == 0
+    # the decile is the largest drops: exact's is index 3 (−0.4); an estimate that gets the
+    # largest rise right and the drop wrong scores 0
+    assert agreement(np.array([0.3, -0.1, 0.05, 0.0, 0.2]), exact).top_overlap == 0
+
+
+def test_top_overlap_counts_the_exact_top_decile() -> None:
+    from pipeline.apps.probe import top_overlap
+
+    exact = np.arange(20, dtype=float)  # top decile: the 2 largest, indices 19 and 18
+    assert top_overlap(exact, exact) == 1
+    swapped = exact.copy()
+    swapped[[18, 0]] = swapped[[0, 18]]  # one of the two leaves the estimate's top 2
+    assert top_overlap(swapped, exact) == 0.5
+    assert top_overlap(exact[::-1].copy(), exact) == 0
+    assert top_overlap(np.array([3.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0])) == 0  # k = 1
 
 
 def test_first_order_is_exact_at_every_strength_on_a_linear_logit() -> None:

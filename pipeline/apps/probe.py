@@ -10,8 +10,10 @@ and ``--topk`` unset), the approximation's estimates Δ̂_i (fill ``local_mean``
 first-order term at the clip) and the exact changes Δ_i(a) of occluding mask i only partly,
 V + a (μ − V) inside the mask, for a in ``--alphas`` (a = 1: AOSA's occlusion). A first-order
 estimate at the clip predicts Δ_i(a) = a Δ̂_i; the probe prints per a the Spearman and Pearson
-correlations of a Δ̂ and Δ(a), the share of masks whose signs agree, and the least-squares
-scale of Δ(a) on a Δ̂ (1 where the estimate is right, 0 where it says nothing). Cost:
+correlations of a Δ̂ and Δ(a), the share of masks whose signs agree, the least-squares
+scale of Δ(a) on a Δ̂ (1 where the estimate is right, 0 where it says nothing), and the
+share of the exact top decile (the masks whose occlusion lowers f most) that the estimate
+also puts in its top decile (what the map's strongest regions rest on). Cost:
 N × len(alphas) forwards + max(1, K) gradients per clip.
 
 ``windows``: AOSA-T's mask scores per temporal window (its default windows: two half clips):
@@ -53,6 +55,15 @@ class Agreement:
     pearson: float
     same_sign: float
     scale: float  # least-squares s in Δ ≈ s · Δ̂
+    top_overlap: float  # share of Δ's largest-drop decile also in Δ̂'s
+
+
+def top_overlap(predicted: np.ndarray, exact: np.ndarray, share: float = 0.1) -> float:
+    """Share of the ⌈share · n⌉ largest of ``exact`` (n,) that are also among the as many
+    largest of ``predicted`` (n,); ties broken by position."""
+    k = max(1, int(np.ceil(share * len(exact))))
+    top = lambda v: set(np.argsort(-np.asarray(v, np.float64), kind="stable")[:k].tolist())
+    return len(top(predicted) & top(exact)) / k
 
 
 def agreement(predicted: np.ndarray, exact: np.ndarray) -> Agreement:
@@ -63,7 +74,8 @@ def agreement(predicted: np.ndarray, exact: np.ndarray) -> Agreement:
     return Agreement(float(spearmanr(predicted, exact)[0]) if varied else float("nan"),
                      float(pearsonr(predicted, exact)[0]) if varied else float("nan"),
                      float(np.mean(np.sign(predicted) == np.sign(exact))),
-                     float(np.sum(predicted * exact) / denom) if denom > 0 else float("nan"))
+                     float(np.sum(predicted * exact) / denom) if denom > 0 else float("nan"),
+                     top_overlap(-predicted, -exact))  # drops: the most negative changes
 
 
 def linearity(engine: PerturbationEngine, boxes: torch.Tensor, partners: torch.Tensor,
