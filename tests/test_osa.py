@@ -251,3 +251,56 @@ def test_fill_option_is_used():
         maps[fill] = get_method("osa", MethodOptions(fill=fill)).explain(engine, None).saliency
     assert (maps["mean"] > 0).all()
     torch.testing.assert_close(maps["blur"], torch.zeros(shape), atol=1e-7, rtol=0)
+
+
+# --- The cuboid as an option (--osa-window, --osa-strides) ------------------------------------
+
+
+@pytest.mark.parametrize("window,strides", [((2, 6, 6), None), (None, (4, 3, 3)),
+                                            ((2, 6, 6), (2, 6, 6))])
+def test_the_cuboid_options_give_captums_map_for_that_geometry(window, strides):
+    """Each option replaces its half of the paper's geometry as given; the other half keeps its
+    scaled default; the map and the pass count are captum's for the resulting geometry."""
+    shape = (8, 24, 24)
+    scorer = make_scorer(conv_net(seed=2))
+    x = clip(shape, seed=2)
+    engine = PerturbationEngine(scorer, x, target=1, batch_size=16)
+    options = MethodOptions(osa_window=window, osa_strides=strides)
+    sal = get_method("osa", options).explain(engine, None).saliency
+    geometry = osa_geometry(shape, window, strides)
+    assert geometry[0] == (window or (8, 3, 3)) and geometry[1] == (strides or (2, 2, 2))
+    assert engine.passes.forward == 1 + n_windows(shape, *geometry)
+    torch.testing.assert_close(sal, captum_map(scorer, x, 1, *geometry)[0], atol=1e-6, rtol=0)
+    default = get_method("osa").explain(PerturbationEngine(scorer, x, target=1), None).saliency
+    assert not torch.allclose(sal, default, atol=1e-6)
+
+
+def test_a_short_cuboid_localises_in_time_where_the_papers_smears():
+    """A network that sees only frames 6–7: a 2-frame cuboid puts all of the map's mass there;
+    the paper's 8-frame cuboid spreads it over every frame a covering window reaches."""
+    shape = (16, 24, 24)
+    region = (slice(6, 8), slice(0, 24), slice(0, 24))
+    scorer = make_scorer(RegionModel(region))
+    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(1)) + 0.5
+    mass = {}
+    for window in ((2, 3, 3), None):
+        engine = PerturbationEngine(scorer, x, target=0, batch_size=64)
+        sal = get_method("osa", MethodOptions(osa_window=window, osa_strides=(2, 2, 2))
+                         ).explain(engine, None).saliency
+        mass[window] = float(sal[6:8].sum() / sal.sum())
+    assert mass[(2, 3, 3)] == pytest.approx(1.0)
+    assert mass[None] < 0.5
+
+
+@pytest.mark.parametrize("changes,needle", [
+    (dict(osa_window=(20, 3, 3)), "--osa-window does not fit 8 × 24 × 24 clips"),
+    (dict(osa_window=(1, 3, 3)), "stride 2 larger than the window 1 on T"),
+    (dict(osa_strides=(2, 0, 2)), "--osa-strides does not fit"),
+])
+def test_a_cuboid_that_does_not_fit_the_clips_stops_the_run_in_one_line(changes, needle):
+    from pipeline.config import RunConfig
+
+    with pytest.raises(ValueError) as err:
+        RunConfig(input="in", output="out", model="tiny", size=24, num_frames=8,
+                  methods=("osa",), **changes).resolve()
+    assert needle in str(err.value) and "\n" not in str(err.value)

@@ -127,6 +127,16 @@ def int_pair(text: str) -> tuple[int, int]:
     return first, second
 
 
+def int_triple(text: str) -> tuple[int, int, int]:
+    """``"2,32,32"`` → (2, 32, 32)."""
+    try:
+        first, second, third = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three integers T,H,W, e.g. 2,32,32, got "
+                                         f"{text!r}") from None
+    return first, second, third
+
+
 def names(text: str) -> tuple[str, ...]:
     """``"aosa, osa"`` → ("aosa", "osa")."""
     return tuple(n.strip() for n in text.split(",") if n.strip())

@@ -50,6 +50,7 @@ from typing import Literal
 import torch
 
 from transforms.methods.base import FILL, SCORE, Explanation, Method, register_method
+from transforms.options import Option, int_triple
 from transforms.perturbation import (
     PerturbationEngine,
     ScoreFn,
@@ -66,6 +67,27 @@ PAPER_FRAME = 112
 """Frame side (px) at which the paper's geometry is given (clips 16 × 112 × 112)."""
 PAPER_WINDOW: Triple = (8, 16, 16)
 PAPER_STRIDES: Triple = (2, 8, 8)
+
+
+def _check_geometry(value: Triple | None, values: dict) -> str | None:
+    """Both options together must give a valid geometry for the run's clips (size × size)."""
+    if value is None:
+        return None
+    clip = (values["num_frames"], values["size"], values["size"])
+    try:
+        osa_geometry(clip, values["osa_window"], values["osa_strides"])
+    except ValueError as err:
+        return f"does not fit {clip[0]} × {clip[1]} × {clip[2]} clips: {err}"
+    return None
+
+
+OSA_WINDOW = Option("osa_window", int_triple, None, check=_check_geometry, hash_default=False,
+                    help="OSA: the cuboid T,H,W in frames and px (default: the paper's "
+                         "8 x 16 x 16 at 112 px, scaled to the clip)")
+OSA_STRIDES = Option("osa_strides", int_triple, None, check=_check_geometry,
+                     hash_default=False,
+                     help="OSA: the cuboid's strides T,H,W (default: the paper's 2, 8, 8 at "
+                          "112 px, scaled to the clip)")
 
 
 # --- Pure functions -------------------------------------------------------------------------
@@ -206,13 +228,16 @@ class OSA(Method):
     """3D occlusion sensitivity with the paper's cuboid scaled to the clip (module docstring).
 
     Costs one forward per window (845 at 16 × 112 × 112) plus the shared clean forward.
+    ``--osa-window`` / ``--osa-strides`` replace the paper's cuboid or strides (each as given,
+    not scaled); the tube options do not apply.
     """
 
     name = "osa"
-    reads = (FILL, SCORE)  # the cuboid is the paper's, scaled to the clip: no tube option
+    reads = (FILL, SCORE, OSA_WINDOW, OSA_STRIDES)
 
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
         # engine.score counts the passes: this is engine.perturb's loop
         sal = osa_saliency(engine.x, engine.score, engine.batch_size, engine.base_score,
+                           self.options.osa_window, self.options.osa_strides,
                            fill=self.fill(engine))
         return Explanation(sal.cpu())
