@@ -117,24 +117,25 @@ def floats(text: str) -> tuple[float, ...]:
                                          ) from None
 
 
+def _ints(text: str, count: int, expected: str) -> tuple[int, ...]:
+    """``count`` comma-separated integers, or an argparse error saying what was ``expected``."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return values
+
+
 def int_pair(text: str) -> tuple[int, int]:
     """``"2,4"`` → (2, 4)."""
-    try:
-        first, second = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two integers, e.g. 2,4, got {text!r}"
-                                         ) from None
-    return first, second
+    return _ints(text, 2, "two integers, e.g. 2,4")  # type: ignore[return-value]
 
 
 def int_triple(text: str) -> tuple[int, int, int]:
     """``"2,32,32"`` → (2, 32, 32)."""
-    try:
-        first, second, third = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three integers T,H,W, e.g. 2,32,32, got "
-                                         f"{text!r}") from None
-    return first, second, third
+    return _ints(text, 3, "three integers T,H,W, e.g. 2,32,32")  # type: ignore[return-value]
 
 
 def names(text: str) -> tuple[str, ...]:
