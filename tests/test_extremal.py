@@ -385,6 +385,8 @@ def test_methods_are_registered():
     assert METHODS["step"](options(step_core=50.0)).settings().core_weight == 50.0
     assert METHODS["ep"](options(step_core=50.0)).settings().core_weight == 0.0  # step only
     assert METHODS["fep"](options(ep_lr=0.2)).settings().lr == 0.2
+    assert plain.reward == "logit"  # Fong et al.'s objective, whatever --score is
+    assert METHODS["step"](options(ep_reward="prob")).settings().reward == "prob"
     assert plain.areas == ext.DEFAULT_AREAS and plain.iterations == ext.DEFAULT_ITERATIONS
 
 
@@ -399,6 +401,19 @@ def test_pass_counts_and_a_map_of_the_clip(kind):
     assert saliency.shape == (T, H, W) and saliency.dtype == torch.float32
     assert saliency.device.type == "cpu" and torch.isfinite(saliency).all()
     assert 0.0 <= saliency.min() and saliency.max() <= 1.0
+
+
+def test_the_reward_option_reaches_the_optimiser():
+    """``--ep-reward prob`` (the STEP code's −log p) gives the map of an optimisation with that
+    reward, and another map than the default logit's."""
+    method = METHODS["ep"](options(ep_iterations=15, ep_reward="prob"))
+    saliency = method.explain(engine_for(BoxNet(noise=1.0)), None).saliency
+    engine = engine_for(BoxNet(noise=1.0))
+    direct = optimise_masks(engine, method.fill(engine),
+                            dataclasses.replace(method.settings(), reward="prob"))
+    assert torch.equal(saliency, combine_masks(direct.masks).cpu())
+    logit = METHODS["ep"](options(ep_iterations=15)).explain(engine_for(BoxNet(noise=1.0)), None)
+    assert not torch.allclose(saliency, logit.saliency, atol=1e-3)
 
 
 def test_areas_split_into_engine_batches_give_the_same_masks():

@@ -38,9 +38,9 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   :func:`area_penalty`). *Deviation:* the STEP code's reward is −log p (softmax probability);
   on ``synth_small3d`` it never localised the object (docs/METHODS.md has the figures): log p
   saturates while p ≈ 1, so the area term shrinks the mask uniformly before the network's
-  gradient matters. The reward is therefore the logit
-  whatever ``--score`` is (``EPSettings.reward = "prob"`` keeps −log p for experiments); the
-  reported scores use the engine's score. Ties in the sort (p = 1 everywhere at the start,
+  gradient matters. The reward is therefore the logit by default, whatever ``--score`` is;
+  ``--ep-reward prob`` is the STEP code's −log p (where p is far from 1, as on real footage,
+  it does not saturate); the reported scores use the engine's score. Ties in the sort (p = 1 everywhere at the start,
   clamped voxels at exactly 0 or 1) are broken by a random permutation per iteration from a
   generator seeded with ``seed`` (the reference shuffles per iteration too): deterministic.
   λ_t = 300 · 1.0008668^t (reference: λ doubles every 800 iterations).
@@ -174,6 +174,9 @@ def _positive(value: float | None, _) -> str | None:
 # stay out of the config hash, so earlier ep / step / fep outputs keep their hashes.
 EP_LR = Option("ep_lr", float, None, check=_positive, hash_default=False,
                help="STEP / F-EP / EP: SGD learning rate (default: 0.05, the STEP code's)")
+EP_REWARD = Option("ep_reward", str, "logit", choices=("logit", "prob"), hash_default=False,
+                   help="STEP / F-EP / EP: what the preserved clip must keep: the target's "
+                        "logit (torchray, the default) or its log-probability (the STEP code)")
 STEP_CORE = Option("step_core", float, 0.0, check=at_least(0),  # DEFAULT_STEP_CORE
                    hash_default=False,
                    help="STEP: weight of the STEP code's core term (pooled mask pushed to 1 in "
@@ -593,8 +596,8 @@ class _Extremal(Method):
     smooth: bool = False  # STEP's temporal difference term
     low_pass: bool = False  # F-EP's gradient modulation
     core: bool = False  # STEP's core term (weight --step-core)
-    # No --score: the reward is the logit whatever it is (module docstring).
-    reads = (EP_ITERATIONS, EP_AREAS, FILL, EP_LR)
+    # No --score: the reward is --ep-reward whatever --score is (module docstring).
+    reads = (EP_ITERATIONS, EP_AREAS, FILL, EP_LR, EP_REWARD)
 
     @classmethod
     def options_read(cls, fill: str | None) -> tuple[str, ...]:
@@ -610,6 +613,7 @@ class _Extremal(Method):
             areas=tuple(float(a) for a in opts.ep_areas or DEFAULT_AREAS),
             iterations=int(opts.ep_iterations or DEFAULT_ITERATIONS),
             lr=float(opts.ep_lr) if opts.ep_lr is not None else LEARNING_RATE,
+            reward=opts.ep_reward or "logit",
             smooth=self.smooth,
             core_weight=float(opts.step_core) if self.core else 0.0,
             fep_keep=(float(keep) if keep is not None else DEFAULT_FEP_KEEP)
@@ -641,7 +645,7 @@ class STEP(_Extremal):
     name = "step"
     smooth = True
     core = True
-    reads = (EP_ITERATIONS, EP_AREAS, FILL, EP_LR, STEP_CORE)
+    reads = (EP_ITERATIONS, EP_AREAS, FILL, EP_LR, EP_REWARD, STEP_CORE)
 
 
 @register_method("fep")
@@ -650,4 +654,4 @@ class FEP(_Extremal):
 
     name = "fep"
     low_pass = True
-    reads = (EP_ITERATIONS, EP_AREAS, FILL, EP_LR, FEP_KEEP)
+    reads = (EP_ITERATIONS, EP_AREAS, FILL, EP_LR, EP_REWARD, FEP_KEEP)
