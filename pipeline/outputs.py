@@ -368,6 +368,12 @@ def summary_table(out: OutputPaths, info: dict | None = None) -> str:
         lines.append("dead letters:")
         for e in dead:
             lines.append(f"  {e['video']} [{e['stage']}] {e['error_type']}: {e['message']}")
+    warned = (info or {}).get("counters", {}).get("method_warnings", 0)
+    if warned:
+        lines.append("")
+        lines.append(f"{warned} map(s) came with a method's warning: not computed as the method "
+                     f"promises (e.g. STEP / EP / F-EP masks that missed their areas); each "
+                     f"is in the workers' log with its clip")
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import job
-from pipeline.outputs import iter_tables, read_table, table_files
+from pipeline.outputs import iter_tables, read_table, summary_table, table_files
 from pipeline.state import recover
 from tests.conftest import write_video
 from tests.test_tubes import translating_clip
@@ -380,3 +380,20 @@ def test_iter_tables_reads_partitions_and_skips_files_in_flight(tmp_path, video_
     assert len(tables) == 1 and tables[0][1].column_names == ["clip_id", "model", "method"]
     assert list(iter_tables(str(out / "metrics"), where={"method": "osa"})) == []
     assert table_files(str(tmp_path / "nothing")) == []
+
+
+def test_maps_that_come_with_a_warning_are_counted_and_summarised(tmp_path, video_dir):
+    """``ep`` stopped after 2 steps (its masks still cover nearly the clip, not their areas):
+    every clip's map is written, each with one warning, counted in run.json and named in the
+    end-of-run summary; the converged ``center`` map has none."""
+    out = tmp_path / "o"
+    info = job.run(["--input", str(video_dir), "--output", str(out), *SMALL,
+                    "--methods", "ep,center", "--ep-iterations", "2"])
+    written = info["counts"]["clips_written"]
+    assert written == 3 and info["counters"]["method_warnings"] == written
+    text = summary_table(OutputPaths(str(out)), info)
+    assert f"{written} map(s) came with a method's warning" in text
+    quiet = job.run(["--input", str(video_dir), "--output", str(tmp_path / "q"), *SMALL,
+                     "--methods", "center"])
+    assert "method_warnings" not in quiet["counters"]
+    assert "warning" not in summary_table(OutputPaths(str(tmp_path / "q")), quiet)

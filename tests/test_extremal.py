@@ -475,3 +475,32 @@ def test_bad_settings_and_networks_fail_clearly():
 
     with pytest.raises(ValueError, match="does not depend on its input"):
         run(engine_for(Constant()), iterations=1)
+
+
+def test_unmet_areas_known_answers():
+    areas = (0.05, 0.25)
+    exact = torch.zeros(2, 4, 10, 10)
+    exact[0].view(-1)[:20] = 1.0  # 20 of 400 voxels: 0.05
+    exact[1].view(-1)[:100] = 1.0  # 0.25
+    assert ext.unmet_areas(exact, areas, 100) is None
+    near = exact.clone()
+    near[0].view(-1)[20:56] = 1.0  # 56 / 400 = 0.14: 0.09 off, inside the tolerance
+    assert ext.unmet_areas(near, areas, 100) is None
+    full = torch.ones(2, 4, 10, 10)  # masks that never shrank (they start at 1)
+    message = ext.unmet_areas(full, areas, 100)
+    assert message.startswith("the masks cover 1.00, 1.00 of the clip, not their areas "
+                              "0.05, 0.25, after 100 iterations: not converged")
+    assert "\n" not in message and "--ep-iterations" in message
+    empty = torch.zeros(2, 4, 10, 10)  # shrank too far: 0.25 off for the second
+    assert "cover 0.00, 0.00" in ext.unmet_areas(empty, areas, 7)
+    with pytest.raises(ValueError, match="2 masks but 1 areas"):
+        ext.unmet_areas(full, (0.1,), 100)
+
+
+def test_a_map_whose_masks_missed_their_areas_carries_a_warning():
+    """Converged (100 iterations on the box network): no warning; stopped after 3 steps, when
+    the masks still cover nearly the whole clip: one line naming the iterations."""
+    done = METHODS["ep"](options(ep_areas=(0.05, 0.1))).explain(engine_for(BoxNet()), None)
+    assert done.warnings == ()
+    short = METHODS["step"](options(ep_iterations=3)).explain(engine_for(BoxNet()), None)
+    assert len(short.warnings) == 1 and "after 3 iterations: not converged" in short.warnings[0]

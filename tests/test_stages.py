@@ -138,3 +138,40 @@ def test_explain_fn_emits_whole_results_or_one_error(failing_method):
         assert_that(out.ok, check, label="ok")
         assert_that(out[ERRORS] | "Ids" >> _map(lambda e: (e.clip_id, e.stage, e.message)),
                     equal_to([("clip1", "explain", "injected failure")]), label="errors")
+
+
+class _Warns(Method):
+    """A map with a warning on clips labelled 2 (as ``ep`` warns when its masks miss their
+    areas)."""
+
+    name = "test_warns"
+
+    def explain(self, engine, tubes):
+        warnings = ("the masks cover 0.97 of the clip",) if engine.target == 2 else ()
+        return Explanation(torch.ones(engine.frame_shape), warnings)
+
+
+def test_explain_fn_passes_a_methods_warnings_on_and_counts_them(monkeypatch):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    monkeypatch.setitem(METHODS, _Warns.name, _Warns)
+    clips = []
+    for i, label in enumerate((1, 2, 2)):
+        frames = translating_clip(1, 0, frames=8, size=32, seed=i)
+        clips.append(ClipTubes(ClipData(ref(f"clip{i}", label), frames), None))
+    handler = VideoModelHandler(ModelConfig("tiny"), device="cpu")
+    settings = ExplainSettings(methods=(_Warns.name,), target="label", fixed_target=None,
+                               batch_size=4, metric_steps=2)
+
+    def check(results):
+        warned = {r.ref.clip_id: r.methods[0].warnings for r in results}
+        assert warned == {"clip0": (), "clip1": ("the masks cover 0.97 of the clip",),
+                          "clip2": ("the masks cover 0.97 of the clip",)}
+
+    p = pipeline()
+    out = p | Create(clips) | ParDo(ExplainFn(handler, settings)).with_outputs(ERRORS, main="ok")
+    assert_that(out.ok, check, label="ok")
+    result = p.run()
+    result.wait_until_finish()
+    counts = result.metrics().query(MetricsFilter().with_name("method_warnings"))["counters"]
+    assert sum(c.committed for c in counts) == 2

@@ -9,6 +9,7 @@ worker process through the model handler and ``beam.utils.shared.Shared``, and e
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 
@@ -21,6 +22,8 @@ from transforms.perturbation import PerturbationEngine
 from transforms.records import ClassScore, ClipResult, ClipTubes, MapMetrics, MethodResult
 from transforms.scoring import Scorer
 from transforms.temporal import above_median_share, mass_in_range, temporal_pointing
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ def explain_clip(scorer: Scorer, item: ClipTubes, methods: list[Method],
     for method in methods:
         engine.use_score(score_of(method, settings.method_options.score) or "prob")
         before, start = engine.passes.copy(), time.perf_counter()
-        saliency = method.explain(engine, item.tubes).saliency
+        explanation = method.explain(engine, item.tubes)
+        saliency = explanation.saliency
         if x.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -108,7 +112,8 @@ def explain_clip(scorer: Scorer, item: ClipTubes, methods: list[Method],
         backward = engine.passes.backward - before.backward
         metrics = (measure(engine, sal, item.clip.boxes, settings, item.clip.frame_range)
                    if settings.metrics else None)
-        results.append(MethodResult(method.name, sal, forward, backward, seconds, metrics))
+        results.append(MethodResult(method.name, sal, forward, backward, seconds, metrics,
+                                    tuple(explanation.warnings)))
     top = torch.topk(probs, min(5, num_classes)).indices.tolist()
     return ClipResult(
         ref=item.clip.ref, num_frames=int(x.shape[1]), predicted=cls(predicted),
@@ -244,4 +249,9 @@ class ExplainFn(DeadLetterFn):
             for m in result.methods))
         counter("vidxai", "backward_passes").inc(sum(m.backward_passes
                                                      for m in result.methods))
+        for m in result.methods:
+            for warning in m.warnings:
+                log.warning("%s (start frame %d): %s: %s", item.clip.ref.video,
+                            item.clip.ref.start_frame, m.method, warning)
+                counter("vidxai", "method_warnings").inc()
         yield result

@@ -144,6 +144,7 @@ class MethodResult:
         forward_passes: forwards the method used, counting the clean clip's forward it shares.
         backward_passes: backward passes.
         metrics: None when metrics are off.
+        warnings: the method's one-line warnings about this map (:class:`Explanation`).
     """
 
     method: str
@@ -152,6 +153,7 @@ class MethodResult:
     backward_passes: int
     seconds: float
     metrics: MapMetrics | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -90,9 +90,13 @@ class MethodOptions(OptionValues):
 
 @dataclass(frozen=True)
 class Explanation:
-    """One saliency map: float32 (T, H, W) on the CPU (passes are counted by the engine)."""
+    """One saliency map: float32 (T, H, W) on the CPU (passes are counted by the engine), and
+    ``warnings``: one line each about a map the method returns but did not compute as it
+    promises (e.g. an optimisation that stopped short of its constraint); the pipeline logs
+    them with the clip and counts them (``method_warnings``)."""
 
     saliency: torch.Tensor
+    warnings: tuple[str, ...] = ()
 
 
 class Method(ABC):

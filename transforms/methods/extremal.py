@@ -106,6 +106,13 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   Gaussian blur (σ 10 px at 112 px), a visualisation step not done here: it would smooth every
   method's map alike and hide the differences the methods are about.
 
+* **Convergence check** (:func:`unmet_areas`): a mask whose mean is more than 0.1 from its area
+  has not met the area constraint, and the map is returned with a one-line warning that the
+  pipeline logs and counts. The area term's gradient per mask parameter is 2λ(m − r) / P for P
+  parameters per mask (the penalty is a mean over the clip's voxels), so a finer grid moves each
+  parameter less per step: at 16 × 224 × 224 (P = 12544) 100 steps at lr 0.05 cannot bring a mask
+  that starts at 1 down to a 5 % area (docs/realbench.md, "STEP, EP and F-EP on I3D").
+
 Cost: every iteration forwards and backpropagates A clips (``passes.forward += A``,
 ``count_backward(A)``): A × ``ep_iterations`` of each per clip; the final masks need no pass.
 """
@@ -146,6 +153,9 @@ REFERENCE_FRAMES = 16
 CORE_START = 0.1  # fraction of the iterations after which the term is on (reference: 100/1000)
 ELLIPSOID_FILL = 0.5236  # the reference's π/6: the ellipsoid's share of its bounding box
 DEFAULT_STEP_CORE = 0.0
+# A mask whose mean is further than this from its area has not met the area constraint: a
+# converged mask is within 0.01-0.03 of it (tests/test_extremal.py, the synthetic clips).
+AREA_TOLERANCE = 0.1
 
 EP_ITERATIONS = Option("ep_iterations", int, None, check=at_least(1),
                        help="STEP / F-EP / EP: optimiser iterations (default: the method's CPU "
@@ -467,6 +477,29 @@ def regulariser(masks: torch.Tensor, reference: torch.Tensor, area_weight: float
     return loss
 
 
+def unmet_areas(masks: torch.Tensor, areas: Sequence[float], iterations: int,
+                tolerance: float = AREA_TOLERANCE) -> str | None:
+    """A one-line warning when a mask's coverage (its mean over the clip) is more than
+    ``tolerance`` from its area: the optimisation stopped before the area constraint held, so
+    the map is not the extremal perturbation of those areas. None when every mask holds it.
+
+    Args:
+        masks: (A, T, H, W) final masks in [0, 1].
+        areas: the A areas.
+        iterations: how many steps were run (named in the message).
+    """
+    if masks.shape[0] != len(areas):
+        raise ValueError(f"{masks.shape[0]} masks but {len(areas)} areas")
+    covered = masks.float().reshape(masks.shape[0], -1).mean(dim=1).tolist()
+    if all(abs(c - a) <= tolerance for c, a in zip(covered, areas, strict=True)):
+        return None
+    return (f"the masks cover {', '.join(f'{c:.2f}' for c in covered)} of the clip, not their "
+            f"areas {', '.join(f'{a:g}' for a in areas)}, after {iterations} iterations: not "
+            f"converged, so the map is not an extremal perturbation of those areas (raise "
+            f"--ep-iterations; the area term moves each mask parameter less per step the finer "
+            f"the mask grid: docs/realbench.md#step-ep-and-f-ep-on-i3d)")
+
+
 def combine_masks(masks: torch.Tensor) -> torch.Tensor:
     """(A, T, H, W) masks of the areas → one (T, H, W) map: their mean, in [0, 1]."""
     return masks.float().mean(dim=0)
@@ -626,8 +659,10 @@ class _Extremal(Method):
         return engine.fill("blur", sigma=REFERENCE_MAX_BLUR * engine.frame_shape[1] / 112.0)
 
     def explain(self, engine: PerturbationEngine, tubes: Tubes | None) -> Explanation:
-        result = optimise_masks(engine, self.fill(engine), self.settings())
-        return Explanation(combine_masks(result.masks).cpu())
+        settings = self.settings()
+        result = optimise_masks(engine, self.fill(engine), settings)
+        unmet = unmet_areas(result.masks, settings.areas, settings.iterations)
+        return Explanation(combine_masks(result.masks).cpu(), (unmet,) if unmet else ())
 
 
 @register_method("ep")
