@@ -93,8 +93,17 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   inside the optimisation loop, so :func:`dct` / :func:`idct` compute it with ``torch.fft`` (the
   FFT of the even extension; a few lines, exact to float rounding, checked against the cosine
   sums in the tests).
-* **Optimiser**: SGD, lr 0.05 (``--ep-lr``; out of the config hash at its default), momentum
-  0.9 with dampening 0.9 (the reference), for ``ep_iterations`` steps: 100 by default on the
+* **Optimiser**: SGD with momentum 0.9 and dampening 0.9 (the reference). Its step
+  (:func:`default_lr`, or ``--ep-lr`` as given) is 0.05 (the STEP code's) × max(1, P / 1024)
+  for P parameters per mask: the area term's gradient per parameter is 2λ(m − r) / P (the
+  penalty is a mean over the clip's voxels, and each parameter spreads over N / P of them),
+  and on a network that pools over the clip so is the reward's, so a finer grid takes
+  proportionally smaller steps. 1024 is the grid where 0.05 and 100 iterations were verified
+  (``synth_small3d``'s 16 × 8 × 8; Fong et al.'s image grid is 32 × 32): coarser grids keep
+  0.05, I3D's 16 × 28 × 28 at 224 px takes 0.6125 (at 0.05 its masks stayed at 95-99 % of
+  the clip instead of 5-15 %: docs/realbench.md, "STEP, EP and F-EP on I3D"). Its default is
+  in the config hash (rows made before it was grid-dependent are recomputed). The
+  optimisation runs ``ep_iterations`` steps: 100 by default on the
   CPU (on a synthetic clip 150 and 300 iterations gave nearly the same maps: docs/METHODS.md;
   on the evaluation's clips 300 and 1000 iterations improve no method's metrics by more than
   0.001, and F-EP stays below EP at 100-1000 iterations, cut-offs 0.25-0.75 and learning rates
@@ -107,11 +116,8 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   method's map alike and hide the differences the methods are about.
 
 * **Convergence check** (:func:`unmet_areas`): a mask whose mean is more than 0.1 from its area
-  has not met the area constraint, and the map is returned with a one-line warning that the
-  pipeline logs and counts. The area term's gradient per mask parameter is 2λ(m − r) / P for P
-  parameters per mask (the penalty is a mean over the clip's voxels), so a finer grid moves each
-  parameter less per step: at 16 × 224 × 224 (P = 12544) 100 steps at lr 0.05 cannot bring a mask
-  that starts at 1 down to a 5 % area (docs/realbench.md, "STEP, EP and F-EP on I3D").
+  has not met the area constraint (too few iterations, a step too small for the network), and
+  the map is returned with a one-line warning that the pipeline logs and counts.
 
 Cost: every iteration forwards and backpropagates A clips (``passes.forward += A``,
 ``count_backward(A)``): A × ``ep_iterations`` of each per clip; the final masks need no pass.
@@ -139,6 +145,7 @@ REFERENCE_ITERATIONS = 1000
 DEFAULT_STEP = 8
 DEFAULT_FEP_KEEP = 0.5
 LEARNING_RATE = 0.05
+REFERENCE_PARAMS = 1024  # mask parameters per area where LEARNING_RATE was verified
 MOMENTUM = 0.9
 AREA_WEIGHT = 300.0
 AREA_GROWTH = 1.0008668  # per iteration: λ doubles every 800 iterations
@@ -180,10 +187,12 @@ def _positive(value: float | None, _) -> str | None:
     return None if value is None or value > 0 else f"must be > 0, got {value}"
 
 
+# The default step became grid-dependent after outputs existed: hashed, so those are recomputed.
+EP_LR = Option("ep_lr", float, None, check=_positive,
+               help="STEP / F-EP / EP: SGD learning rate (default: the STEP code's 0.05 x "
+                    "max(1, mask parameters / 1024), 0.6125 for I3D at 224 px)")
 # Added after outputs existed: at their defaults (which compute what their absence did) they
 # stay out of the config hash, so earlier ep / step / fep outputs keep their hashes.
-EP_LR = Option("ep_lr", float, None, check=_positive, hash_default=False,
-               help="STEP / F-EP / EP: SGD learning rate (default: 0.05, the STEP code's)")
 EP_REWARD = Option("ep_reward", str, "logit", choices=("logit", "prob"), hash_default=False,
                    help="STEP / F-EP / EP: what the preserved clip must keep: the target's "
                         "logit (torchray, the default) or its log-probability (the STEP code)")
@@ -204,6 +213,12 @@ def mask_grid_shape(frame_shape: Sequence[int], step: int = DEFAULT_STEP
     if step < 1:
         raise ValueError(f"mask step must be >= 1 px, got {step}")
     return t, math.ceil(h / step), math.ceil(w / step)
+
+
+def default_lr(grid: Sequence[int], base: float = LEARNING_RATE) -> float:
+    """The SGD step for masks of ``grid`` = (t, h, w) parameters: ``base`` × max(1, P / 1024),
+    P = t·h·w (module docstring, "Optimiser"). 0.05 at 16 × 8 × 8, 0.6125 at 16 × 28 × 28."""
+    return base * max(1.0, math.prod(int(v) for v in grid) / REFERENCE_PARAMS)
 
 
 def upsample_mask(params: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -515,7 +530,7 @@ class EPSettings:
     areas: tuple[float, ...] = DEFAULT_AREAS
     iterations: int = DEFAULT_ITERATIONS
     step: int = DEFAULT_STEP
-    lr: float = LEARNING_RATE
+    lr: float | None = None  # None: default_lr of the clip's mask grid
     momentum: float = MOMENTUM
     area_weight: float = AREA_WEIGHT
     area_growth: float = AREA_GROWTH
@@ -538,7 +553,7 @@ class EPSettings:
             raise ValueError(f"ep_iterations must be >= 1, got {self.iterations}")
         if self.fep_keep is not None:
             lowpass_sizes((1,), self.fep_keep)  # validates the range
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ValueError(f"ep_lr must be > 0, got {self.lr}")
         if not self.core_weight >= 0:
             raise ValueError(f"step_core must be >= 0, got {self.core_weight}")
@@ -573,7 +588,8 @@ def optimise_masks(engine: PerturbationEngine, fill: torch.Tensor | float,
     params = torch.full((n_areas, *mask_grid_shape(size, settings.step)), settings.init,
                         device=device, requires_grad=True)
     reference = area_reference(n_vox, areas, device)
-    optimiser = torch.optim.SGD([params], lr=settings.lr, momentum=settings.momentum,
+    lr = settings.lr if settings.lr is not None else default_lr(params.shape[1:])
+    optimiser = torch.optim.SGD([params], lr=lr, momentum=settings.momentum,
                                 dampening=settings.momentum)
     gen = torch.Generator(device=device)
     gen.manual_seed(settings.seed)
@@ -645,7 +661,7 @@ class _Extremal(Method):
         return EPSettings(
             areas=tuple(float(a) for a in opts.ep_areas or DEFAULT_AREAS),
             iterations=int(opts.ep_iterations or DEFAULT_ITERATIONS),
-            lr=float(opts.ep_lr) if opts.ep_lr is not None else LEARNING_RATE,
+            lr=float(opts.ep_lr) if opts.ep_lr is not None else None,
             reward=opts.ep_reward or "logit",
             smooth=self.smooth,
             core_weight=float(opts.step_core) if self.core else 0.0,
