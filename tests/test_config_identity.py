@@ -116,8 +116,8 @@ def test_an_option_changes_exactly_the_hashes_of_the_methods_that_read_it():
 
 def test_an_option_left_out_of_the_hash_at_its_default_keeps_older_hashes():
     """``hash_default=False`` (``--incremental-keep``, ``--ep-reward``,
-    ``--step-core``, ``--osa-window``, ``--osa-strides``, added after outputs existed): at its default the key is
-    the one without the option, so those outputs keep their hashes."""
+    ``--step-core``, ``--osa-window``, ``--osa-strides``, added after outputs existed): at its
+    default the key is the one without the option, so those outputs keep their hashes."""
     omitted = [o for o in declared_options().values() if not o.hash_default]
     assert sorted(o.name for o in omitted) == sorted(
         ["incremental_keep", "ep_reward", "step_core", "osa_window", "osa_strides"])

@@ -40,9 +40,10 @@ Spatio-Temporal-Perturbations-for-Video-Attribution, for Wang et al. 2021):
   saturates while p ≈ 1, so the area term shrinks the mask uniformly before the network's
   gradient matters. The reward is therefore the logit by default, whatever ``--score`` is;
   ``--ep-reward prob`` is the STEP code's −log p (where p is far from 1, as on real footage,
-  it does not saturate); the reported scores use the engine's score. Ties in the sort (p = 1 everywhere at the start,
-  clamped voxels at exactly 0 or 1) are broken by a random permutation per iteration from a
-  generator seeded with ``seed`` (the reference shuffles per iteration too): deterministic.
+  it does not saturate); the reported scores use the engine's score. Ties in the sort (p = 1
+  everywhere at the start, clamped voxels at exactly 0 or 1) are broken by a random
+  permutation per iteration from a generator seeded with ``seed`` (the reference shuffles per
+  iteration too): deterministic.
   λ_t = 300 · 1.0008668^t (reference: λ doubles every 800 iterations).
 * **STEP's smoothness term** S (:func:`temporal_smoothness`): the mean over orders k = 1, 2, 3
   of mean((Δ_t^k m)²), the k-th differences between consecutive frames' masks, weighted by
@@ -662,7 +663,7 @@ class _Extremal(Method):
             areas=tuple(float(a) for a in opts.ep_areas or DEFAULT_AREAS),
             iterations=int(opts.ep_iterations or DEFAULT_ITERATIONS),
             lr=float(opts.ep_lr) if opts.ep_lr is not None else None,
-            reward=opts.ep_reward or "logit",
+            reward=opts.ep_reward,
             smooth=self.smooth,
             core_weight=float(opts.step_core) if self.core else 0.0,
             fep_keep=(float(keep) if keep is not None else DEFAULT_FEP_KEEP)
