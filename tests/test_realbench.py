@@ -186,3 +186,56 @@ def test_round_robin_alternates_kinds_and_keeps_every_row() -> None:
     assert [r["kind"] for r in out] == list("abcaca")
     assert sorted(r["i"] for r in out) == list(range(6))
     assert [r["i"] for r in out if r["kind"] == "a"] == [0, 1, 2]
+
+
+def test_summarise_keeps_a_methods_settings_apart_and_reads_the_truth(tiny_bench, tmp_path):
+    """A run holding one method at two configs: config a puts its whole map on one voxel inside
+    each composite's truth, config b on one voxel outside it (truths found by hand: the box
+    shifted by the crop margin, or the frame range). The per-kind mass is then exactly 1 and 0,
+    one row per config; ``where`` narrows to one config (then unlabelled); an output whose videos
+    are not the manifest's is refused, not summarised empty."""
+    from tests.report_outputs import metric_row, saliency_row, write_output
+
+    out, _, scorer = tiny_bench
+    manifest = out / "realbench.jsonl"
+    rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    side, m = scorer.spec.input_size, (SIDE - scorer.spec.input_size) // 2
+    metrics, maps = [], []
+    for i, row in enumerate(rows):
+        if row["kind"] == "temporal":
+            a, b = row["frame_range"]
+            inside, outside = (a, 0, 0), ((b if b < FRAMES else a - 1), 0, 0)
+        else:
+            x0, y0, x1, y1 = (v - m for v in row["boxes"][0])
+            inside = (0, (y0 + y1) // 2, (x0 + x1) // 2)
+            outside = (0, (y0 + y1) // 2, x1 + 2 if x1 + 2 < side else x0 - 3)
+        for config, voxel in (("a" * 16, inside), ("b" * 16, outside)):
+            sal = np.zeros((FRAMES, side, side), np.float32)
+            sal[voxel] = 1.0
+            video = str(out / row["video"])
+            metrics.append(metric_row(f"c{i}", "center", realbench.MODEL, video=video,
+                                      config_hash=config, deletion_auc=0.1, insertion_auc=0.2,
+                                      correct=True))
+            maps.append(saliency_row(f"c{i}", "center", sal, realbench.MODEL, video=video,
+                                     config_hash=config))
+    run = write_output(tmp_path / "run", metrics, maps)
+    text = realbench.summarise_run(str(run), manifest)
+    n = len(rows)
+
+    def cells(label: str, table: str) -> list[str]:
+        (line,) = [x for x in table.splitlines() if x.startswith(f"| {label} |")]
+        return [c.strip() for c in line.strip("|").split("|")][1:]
+
+    evaluation, per_kind = text.split("per kind")
+    for config, share in (("aaaaaa", "1.000 [1.000, 1.000]"), ("bbbbbb", "0.000 [0.000, 0.000]")):
+        assert cells(f"center c:{config}", evaluation)[0] == str(n)  # clips: never pooled
+        kinds = cells(f"center c:{config}", per_kind)
+        assert kinds[-1] == f"{share} (n {n})" and all(k.startswith(share) for k in kinds)
+    only_a = realbench.summarise_run(str(run), manifest, ["config_hash=aaa"])
+    assert "c:" not in only_a and cells("center", only_a.split("per kind")[1])[-1] == (
+        f"1.000 [1.000, 1.000] (n {n})")
+    elsewhere = [dict(r, video="/elsewhere/" + Path(r["video"]).name) for r in metrics]
+    moved = write_output(tmp_path / "moved", elsewhere,
+                         [dict(s, video="/elsewhere/x.avi") for s in maps])
+    with pytest.raises(ValueError, match="no video of .* is a composite of"):
+        realbench.summarise_run(str(moved), manifest)

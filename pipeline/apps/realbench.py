@@ -404,56 +404,94 @@ def truth_masks(manifest: Path, size: int, resize_ratio: float,
             truth = box_oracle_map(truth.shape, boxes) > 0
         elif ref.frame_range is not None:
             truth[ref.frame_range[0]:ref.frame_range[1]] = True
-        out[ref.video] = truth
+        out[same_file(ref.video)] = truth
     return out
 
 
-def summarise_run(output: str, manifest: Path) -> str:
+def summarise_run(output: str, manifest: Path, where: Sequence[str] = ()) -> str:
     """Markdown: per method the evaluation table of :mod:`pipeline.apps.evaluate` (deletion,
     insertion, S-PT, T-PT, the above-median mass in the true frames, cost) over all composites,
-    and the above-median mass in the truth (box or frames) per kind, with 95 % intervals."""
+    and the above-median mass in the truth (box or frames) per kind, with 95 % intervals.
+
+    One row per variant (model, weights, config, method), labelled as the report labels it
+    (``method c:<config>`` only where a method has several configs): an output holding a method
+    at two settings is never pooled. ``where`` narrows the rows as the report's ``--where``
+    does (``KEY=VALUE`` / ``KEY!=VALUE``).
+    """
     from models.registry import get_spec
     from pipeline.apps.evaluate import markdown, summarise
-    from pipeline.apps.report.read import read_maps
+    from pipeline.apps.report.read import Selection, combined_filter, read_maps
     from pipeline.apps.report.stats import bootstrap_ci
-    from pipeline.outputs import read_table
+    from pipeline.apps.report.tables import group_labels
+    from pipeline.outputs import Output
     from transforms.model_handler import ModelConfig, VideoModelHandler
-    from transforms.sink import OutputPaths
 
-    rows = read_table(OutputPaths(output).metrics).to_pylist()
+    selections = [Selection.parse(w) for w in where]
+    out = Output(output)
+    metrics = out.table("metrics")
+    rows = [r for t in out.scan(metrics, metrics.schema.names, combined_filter(selections))
+            for r in t.to_pylist()]
     if not rows:
-        raise ValueError(f"{output} holds no metrics rows")
+        raise ValueError(f"{output} holds no metrics rows" + (
+            f" with {' '.join(map(str, selections))}" if selections else ""))
+    labels = group_labels(list(dict.fromkeys(_variant(r) for r in rows)))
+    models = {m for m, _ in labels.values()}
+    label = {g: (f"{m} / {me}" if len(models) > 1 else me) for g, (m, me) in labels.items()}
     spec = get_spec(MODEL)
     names = VideoModelHandler(ModelConfig(MODEL)).class_names()
     truths = truth_masks(manifest, spec.input_size, spec.resize_ratio, names)
     kinds = {}
     for line in manifest.read_text().splitlines():
         r = json.loads(line)
-        kinds[str(manifest.parent / r["video"])] = r["kind"]
-    maps = read_maps(output, [(r["clip_id"], r["method"]) for r in rows])
+        kinds[same_file(str(manifest.parent / r["video"]))] = r["kind"]
     shares: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-        key = (r["clip_id"], r["method"])
-        video = str(Path(r["video"]))
-        if key not in maps or video not in truths:
-            continue
-        share = above_median_share_in(maps[key][1], truths[video])
-        for group in (kinds.get(video, "?"), "all"):
-            shares.setdefault((r["method"], group), []).append(share)
+    unmatched: set[str] = set()
+    for g in label:
+        mine = [r for r in rows if _variant(r) == g]
+        exact = [Selection("model", g[0]), Selection("weights_sha256", g[1] or ""),
+                 Selection("config_hash", g[2] or "")]
+        maps = read_maps(out, [(r["clip_id"], r["method"]) for r in mine],
+                         [*selections, *(s for s in exact if s.value)])
+        for r in mine:
+            key, video = (r["clip_id"], r["method"]), same_file(r["video"])
+            if key not in maps or video not in truths:
+                unmatched.add(r["video"])
+                continue
+            share = above_median_share_in(maps[key][1], truths[video])
+            for group in (kinds.get(video, "?"), "all"):
+                shares.setdefault((label[g], group), []).append(share)
+    if not shares:
+        raise ValueError(f"no video of {output} is a composite of {manifest} (e.g. "
+                         f"{sorted(unmatched)[0]}): run --summarise from the directory the "
+                         "pipeline ran in, or give the pipeline absolute paths")
     groups = [k for k in (*KINDS, "all") if any(g == k for _, g in shares)]
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    order = list(dict.fromkeys(label[_variant(r)] for r in rows))
 
     def ci(v: list[float]) -> str:
         m, lo, hi = bootstrap_ci(np.asarray(v))
         return "–" if np.isnan(m) else f"{m:.3f} [{lo:.3f}, {hi:.3f}] (n {len(v)})"
 
     lines = ["| method | " + " | ".join(groups) + " |", "| --- |" + " --- |" * len(groups)]
-    for m in methods:
+    for m in order:
         lines.append(f"| {m} | " + " | ".join(ci(shares.get((m, g), [])) for g in groups)
                      + " |")
-    return (markdown(summarise(rows), methods) + "\n\nAbove-median mass in the truth (box "
+    labelled = [{**r, "method": label[_variant(r)]} for r in rows]
+    return (markdown(summarise(labelled), order) + "\n\nAbove-median mass in the truth (box "
             "or frames), per kind, mean [95 % interval] (clips):\n\n" + "\n".join(lines)
-            + "\n")
+            + "\n" + (f"\n({len(unmatched)} videos of the output are not composites of this "
+                      "manifest or have no map: left out of this table.)\n" if unmatched
+                      else ""))
+
+
+def same_file(video: str) -> str:
+    """A local path made absolute (against the working directory), so that a manifest's row and
+    the pipeline's row of one file compare equal; URIs unchanged."""
+    return video if "://" in video else str(Path(video).resolve())
+
+
+def _variant(row: dict) -> tuple[str, str, str, str]:
+    """What makes a metrics row comparable with another (the report's group)."""
+    return (row["model"], row["weights_sha256"], row["config_hash"], row["method"])
 
 
 def round_robin(rows: list[dict]) -> list[dict]:
@@ -515,6 +553,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     ap.add_argument("--summarise", default=None, metavar="RUN",
                     help="generate nothing: summarise the pipeline's --output RUN on OUT's "
                          "composites (written to RUN/realbench.md)")
+    ap.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --summarise: only rows with KEY=VALUE (or KEY!=VALUE), as the "
+                         "report's --where; repeatable")
     ap.add_argument("--precision", default=None,
                     help="fp32 | bf16 (default: bf16 where the CPU has it); run the pipeline "
                          "with the same")
@@ -545,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.summarise:
         try:
-            text = summarise_run(args.summarise, args.out / "realbench.jsonl")
+            text = summarise_run(args.summarise, args.out / "realbench.jsonl", args.where)
         except (ValueError, OSError) as exc:
             print(f"realbench: {exc}", file=sys.stderr)
             return 1
