@@ -239,3 +239,64 @@ def test_summarise_keeps_a_methods_settings_apart_and_reads_the_truth(tiny_bench
                          [dict(s, video="/elsewhere/x.avi") for s in maps])
     with pytest.raises(ValueError, match="no video of .* is a composite of"):
         realbench.summarise_run(str(moved), manifest)
+
+
+def test_generator_verifies_with_the_network_given_at_its_own_view(tmp_path) -> None:
+    """Another network than I3D (``synth_small3d``: 64 px, no crop margin, so it sees the whole
+    256-px frame): each segment's recorded top class and p are that network's (re-scored by
+    hand from the source video), each spatial candidate's truth share is its box's share of the
+    whole frame (by hand from the drawn geometry; with I3D's 224-px view it would be larger), and
+    the summary records the network. It does not use the pasted evidence (p ≈ 0.27 over 4
+    classes, blanking changes nothing), so nothing is kept: the benchmark refuses truths the
+    network does not use. A network of 8 frames is refused in one line."""
+    from models.i3d_weights import WeightsUnavailable
+    from pipeline.apps.footage import FootageUnavailable, default_dest, fetch_all
+
+    try:
+        videos = fetch_all(default_dest(), names=("bigbuckbunny", "city"))
+    except (WeightsUnavailable, FootageUnavailable) as exc:
+        pytest.skip(f"realbench inputs unavailable: {exc}")
+    network = {"model": "synth_small3d"}
+    scorer = realbench.load_scorer("fp32", network)
+    settings = Settings(seed=0, per_kind=1, kinds=("paste", "side"), max_tries=3, segments=2,
+                        min_alone=0.0, min_p=0.0)
+    summary = realbench.generate(tmp_path, scorer, videos, settings, lambda _: None, network)
+    assert summary["network"] == network and summary["model"] == "synth_small3d"
+    assert summary["settings"]["crop"] == SIDE == 256
+    assert summary["weights_sha256"] == scorer.weights_sha256
+    size = scorer.spec.input_size
+    for seg in summary["segments"]:
+        clip = decode_clip(str(videos[seg["source"]]), seg["start"], FRAMES, size, 1.0)
+        with torch.inference_mode():
+            probs = scorer.probs(scorer.to_input(clip.frames).unsqueeze(0))[0].float()
+        assert scorer.class_names[int(probs.argmax())] == seg["label"]
+        assert float(probs.max()) == pytest.approx(seg["p_alone"], abs=1e-4)
+    records = [json.loads(x) for x in (tmp_path / "evidence.jsonl").read_text().splitlines()]
+    assert len(records) == summary["tried"] == 6 and summary["kept"] == 0
+    for r in records:
+        by_hand = ((r["side"] / SIDE) ** 2 if r["kind"] == "paste" else r["width"] / SIDE)
+        assert r["truth_share"] == pytest.approx(by_hand, abs=0.02), r
+        if r["kind"] == "paste":
+            assert 0 <= r["x0"] and r["x0"] + r["side"] <= SIDE and r["side"] > 0.6 * 224
+        assert r["reasons"] and r["p_blank_truth"] is not None
+    tiny = realbench.load_scorer("fp32", {"model": "tiny"})
+    with pytest.raises(ValueError, match="realbench composites are 16 frames; tiny takes 8"):
+        realbench.generate(tmp_path / "tiny", tiny, videos, settings, lambda _: None)
+
+
+def test_network_options_are_the_pipelines_own_declarations() -> None:
+    """``--model``, ``--checkpoint``... are the pipeline's declared options (one declaration),
+    with I3D as the benchmark's default network; what is given is what generate records."""
+    from pipeline.config import declared_options
+
+    args, _ = realbench.parse_args(["--out", "o"])
+    assert args.model == realbench.MODEL and args.checkpoint is None
+    args, _ = realbench.parse_args(["--out", "o", "--model", "pkg.nets:build", "--size", "112",
+                                    "--num-frames", "16", "--mean", "0.4,0.4,0.4"])
+    assert (args.model, args.size, args.num_frames, args.mean) == (
+        "pkg.nets:build", 112, 16, (0.4, 0.4, 0.4))
+    declared = declared_options()
+    assert all(n in declared and declared[n].flag for n in realbench.NETWORK_OPTIONS)
+    config = realbench.model_config({"model": "pkg.nets:build", "mean": [0.4, 0.4, 0.4]})
+    assert config.model == "pkg.nets:build" and config.mean == (0.4, 0.4, 0.4)
+    assert realbench.model_config(None).model == realbench.MODEL

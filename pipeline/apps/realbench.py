@@ -15,6 +15,14 @@ Each composite puts a 16-frame *evidence* segment of one real video into another
   (``--range-starts any``) or opens or closes the clip (``halves``: ``a`` = 0 or 16 − length,
   each with probability 1/2; with ``--range-len 8,8`` the first or the second half).
 
+The network is I3D (``i3d_kinetics400``) unless ``--model`` names another registered network
+or your own (``package.module:factory`` with ``--checkpoint``, ``--size``, ``--num-frames`` 16,
+``--class-names``...: the pipeline's own options, declared once in :mod:`pipeline.flags`), so
+that a benchmark's truth is verified with the network it will explain. The composites are
+written at 256 × 256 px; the evidence is placed inside the part of the frame the network sees
+after its resize and centre crop (the central 224 px for I3D's 256 → 224, the whole frame for
+a network without a crop margin).
+
 The class to explain is fixed per composite: the evidence segment's top class as the network
 recognises it *on its own* (its probability ``p_alone`` is recorded; segments below
 ``--min-alone`` are not used). The truth (the evidence's box in every frame, or its frame
@@ -35,7 +43,8 @@ Writes into ``OUT``:
   temporal kind), plus ``kind`` and the blanking numbers;
 - ``evidence.jsonl``: every candidate, kept or rejected, with p alone, p clean, p with the
   truth blanked, p with the rest blanked, and the reasons of a rejection;
-- ``summary.json``: the settings, the sources, kept / rejected counts per kind and reason, and
+- ``summary.json``: the network (its options, so that ``--summarise`` reads the truth as that
+  network sees it), the settings, the sources, kept / rejected counts per kind and reason, and
   the generator's wall time;
 - ``videos/``: the kept composites (16 frames, 256 × 256 MJPG: the network's 256 → 224 centre
   crop sees the central 224 × 224, where all evidence is placed).
@@ -63,7 +72,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -72,11 +81,16 @@ import numpy as np
 from pipeline.apps.compose import MODEL, SIDE, truth_probs
 from pipeline.apps.footage import clip_starts
 from pipeline.apps.synth import RANGE_STARTS, sample_motion_range, write_video
+from pipeline.config import declared_options
+from pipeline.flags import add_arguments
 from transforms.decode import ClipError, clip_boxes, decode_clip, video_frame_count
 from transforms.metrics import box_oracle_map
 from transforms.temporal import above_median_share_in
 
 FRAMES = 16          # the network's clip length (I3D: 16 × 224 × 224)
+# The pipeline's options that say which network explains the clips (pipeline.flags).
+NETWORK_OPTIONS = ("model", "checkpoint", "num_classes", "num_frames", "size", "mean", "std",
+                   "class_names", "cache_dir")
 KINDS = ("paste", "paste_still", "side", "temporal")
 Box = list[int]
 
@@ -100,7 +114,7 @@ class Settings:
     split: tuple[float, float] = (0.45, 0.75)
     range_len: tuple[int, int] = (6, 14)
     range_starts: str = "any"
-    crop: int = 224   # the network's input side (the central crop of the SIDE-px frame)
+    crop: int = 224   # the side of the SIDE-px frame the network sees (:func:`seen_side`)
 
     def check(self) -> None:
         """Raises ValueError naming the first bad option."""
@@ -138,6 +152,15 @@ class Segment:
 
 
 # ----------------------------------------------------------------------------- composition
+
+def seen_side(spec) -> int:
+    """The side, in SIDE-px frame pixels, of the frame's centre part the network sees: it
+    resizes the frame to ``round(size · resize_ratio)`` and crops the central ``size``
+    (I3D: 256 → 256, crop 224: 224; a 112-px network with the same ratio: 256 → 128, crop 112:
+    224 again; a network without a margin: the whole 256)."""
+    resized = round(spec.input_size * spec.resize_ratio)
+    return SIDE * spec.input_size // resized
+
 
 def margin(crop: int) -> int:
     """Offset of the network's centre crop inside the SIDE-px frame."""
@@ -294,9 +317,17 @@ def score_segments(scorer, videos: dict[str, Path], n: int,
 # ----------------------------------------------------------------------------- generation
 
 def generate(out: Path, scorer, videos: dict[str, Path], settings: Settings,
-             log: Callable[[str], None] = print) -> dict:
-    """Write the benchmark into ``out`` (see the module docstring); returns the summary."""
+             log: Callable[[str], None] = print, network: dict | None = None) -> dict:
+    """Write the benchmark into ``out`` (see the module docstring); returns the summary.
+
+    ``network``: the options that built ``scorer`` (``NETWORK_OPTIONS``; default: its registered
+    name), recorded in the summary; ``settings.crop`` is replaced by the scorer's :func:`seen_side`.
+    """
     settings.check()
+    if scorer.spec.num_frames != FRAMES:
+        raise ValueError(f"realbench composites are {FRAMES} frames; {scorer.spec.name} takes "
+                         f"{scorer.spec.num_frames} (give --num-frames {FRAMES})")
+    settings = replace(settings, crop=seen_side(scorer.spec))
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     log(f"scoring {settings.segments} segments of each of {len(videos)} sources ...")
@@ -368,7 +399,8 @@ def generate(out: Path, scorer, videos: dict[str, Path], settings: Settings,
     (out / "realbench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "evidence.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     summary = {
-        "model": MODEL, "precision": str(scorer.amp_dtype or "fp32"),
+        "model": scorer.spec.name, "network": network or {"model": scorer.spec.name},
+        "weights_sha256": scorer.weights_sha256, "precision": str(scorer.amp_dtype or "fp32"),
         "settings": asdict(settings), "sources": {k: str(v) for k, v in videos.items()},
         "segments": [asdict(s) for s in segments],
         "counts": {kind: {"tried": sum(r["kind"] == kind for r in records),
@@ -408,7 +440,8 @@ def truth_masks(manifest: Path, size: int, resize_ratio: float,
     return out
 
 
-def summarise_run(output: str, manifest: Path, where: Sequence[str] = ()) -> str:
+def summarise_run(output: str, manifest: Path, where: Sequence[str] = (),
+                  network: dict | None = None) -> str:
     """Markdown: per method the evaluation table of :mod:`pipeline.apps.evaluate` (deletion,
     insertion, S-PT, T-PT, the above-median mass in the true frames, cost) over all composites,
     and the above-median mass in the truth (box or frames) per kind, with 95 % intervals.
@@ -416,15 +449,16 @@ def summarise_run(output: str, manifest: Path, where: Sequence[str] = ()) -> str
     One row per variant (model, weights, config, method), labelled as the report labels it
     (``method c:<config>`` only where a method has several configs): an output holding a method
     at two settings is never pooled. ``where`` narrows the rows as the report's ``--where``
-    does (``KEY=VALUE`` / ``KEY!=VALUE``).
+    does (``KEY=VALUE`` / ``KEY!=VALUE``). ``network``: the options of the network that
+    verified the benchmark (default I3D): the truth is mapped onto its input as the pipeline
+    maps it.
     """
-    from models.registry import get_spec
     from pipeline.apps.evaluate import markdown, summarise
     from pipeline.apps.report.read import Selection, combined_filter, read_maps
     from pipeline.apps.report.stats import bootstrap_ci
     from pipeline.apps.report.tables import group_labels
     from pipeline.outputs import Output
-    from transforms.model_handler import ModelConfig, VideoModelHandler
+    from transforms.model_handler import VideoModelHandler
 
     selections = [Selection.parse(w) for w in where]
     out = Output(output)
@@ -437,8 +471,8 @@ def summarise_run(output: str, manifest: Path, where: Sequence[str] = ()) -> str
     labels = group_labels(list(dict.fromkeys(_variant(r) for r in rows)))
     models = {m for m, _ in labels.values()}
     label = {g: (f"{m} / {me}" if len(models) > 1 else me) for g, (m, me) in labels.items()}
-    spec = get_spec(MODEL)
-    names = VideoModelHandler(ModelConfig(MODEL)).class_names()
+    handler = VideoModelHandler(model_config(network))
+    spec, names = handler.spec(), handler.class_names()
     truths = truth_masks(manifest, spec.input_size, spec.resize_ratio, names)
     kinds = {}
     for line in manifest.read_text().splitlines():
@@ -559,6 +593,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     ap.add_argument("--precision", default=None,
                     help="fp32 | bf16 (default: bf16 where the CPU has it); run the pipeline "
                          "with the same")
+    net = ap.add_argument_group("the network whose truth is verified (the pipeline's options)")
+    add_arguments(net, [declared_options()[n] for n in NETWORK_OPTIONS])
+    net.set_defaults(model=MODEL)
     args = ap.parse_args(argv)
     settings = Settings(seed=args.seed, per_kind=args.per_kind,
                         kinds=tuple(k for k in args.kinds.split(",") if k),
@@ -570,13 +607,29 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
     return args, settings
 
 
-def load_scorer(precision: str | None):
-    """The network being explained, as the pipeline loads it."""
+def load_scorer(precision: str | None, network: dict | None = None):
+    """The network being explained (``network``: its options, default I3D), as the pipeline
+    loads it."""
     from pipeline.apps.demo import cpu_has_bf16
-    from transforms.model_handler import ModelConfig, VideoModelHandler
+    from transforms.model_handler import VideoModelHandler
 
     precision = precision or ("bf16" if cpu_has_bf16() else "fp32")
-    return VideoModelHandler(ModelConfig(MODEL), "cpu", precision).load_model()
+    return VideoModelHandler(model_config(network), "cpu", precision).load_model()
+
+
+def recorded_network(out: Path) -> dict | None:
+    """The network options ``out/summary.json`` records (None: no summary, or one written
+    before networks were recorded, i.e. I3D)."""
+    path = out / "summary.json"
+    return json.loads(path.read_text()).get("network") if path.exists() else None
+
+
+def model_config(network: dict | None):
+    """The pipeline's :class:`ModelConfig` of recorded network options (None: I3D)."""
+    from transforms.model_handler import ModelConfig
+
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in (network or {}).items()}
+    return ModelConfig(**{"model": MODEL, **values})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -584,9 +637,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.i3d_weights import WeightsUnavailable
     from pipeline.apps.footage import FootageUnavailable
 
+    given = {n: getattr(args, n) for n in NETWORK_OPTIONS if getattr(args, n) is not None}
     if args.summarise:
         try:
-            text = summarise_run(args.summarise, args.out / "realbench.jsonl", args.where)
+            text = summarise_run(args.summarise, args.out / "realbench.jsonl", args.where,
+                                 recorded_network(args.out) or given)
         except (ValueError, OSError) as exc:
             print(f"realbench: {exc}", file=sys.stderr)
             return 1
@@ -596,9 +651,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings.check()
         videos = sources()
-        scorer = load_scorer(args.precision)
-        summary = generate(args.out, scorer, videos, settings)
-    except (FootageUnavailable, WeightsUnavailable, ClipError, ValueError) as exc:
+        scorer = load_scorer(args.precision, given)
+        summary = generate(args.out, scorer, videos, settings, network=given)
+    except (FootageUnavailable, WeightsUnavailable, ClipError, ValueError, OSError) as exc:
         print(f"realbench: {exc}", file=sys.stderr)
         return 1
     print(f"\n{'kind':<12} {'tried':>5} {'kept':>5}  rejected (reason: count)")
