@@ -4,6 +4,7 @@ whose kept / rejected verdicts are checked against the thresholds and an indepen
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +283,15 @@ def test_generator_verifies_with_the_network_given_at_its_own_view(tmp_path) -> 
     tiny = realbench.load_scorer("fp32", {"model": "tiny"})
     with pytest.raises(ValueError, match="realbench composites are 16 frames; tiny takes 8"):
         realbench.generate(tmp_path / "tiny", tiny, videos, settings, lambda _: None)
+    # A user's factory without class names: its labels are class indices as text, which the
+    # pipeline reads back as indices.
+    own = {"model": "tests.user_models:small_net", "size": 32, "num_frames": 16}
+    summary = realbench.generate(tmp_path / "own", realbench.load_scorer("fp32", own), videos,
+                                 replace(settings, kinds=("temporal",)), lambda _: None, own)
+    assert summary["network"] == own and summary["tried"] == 3
+    records = [json.loads(x) for x in (tmp_path / "own" / "evidence.jsonl").read_text()
+               .splitlines()]
+    assert all(r["label"] in ("0", "1", "2") for r in records)
 
 
 def test_network_options_are_the_pipelines_own_declarations() -> None:

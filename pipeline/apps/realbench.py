@@ -333,7 +333,7 @@ def generate(out: Path, scorer, videos: dict[str, Path], settings: Settings,
     log(f"scoring {settings.segments} segments of each of {len(videos)} sources ...")
     segments, frames = score_segments(scorer, videos, settings.segments, log)
     evidence = [s for s in segments if s.p_alone >= settings.min_alone]
-    names = list(scorer.class_names)
+    names = [scorer.class_name(i) for i in range(scorer.spec.num_classes)]  # or index texts
     if not evidence or len({s.source for s in segments}) < 2:
         raise ValueError(f"need >= 2 sources and a segment with p >= --min-alone "
                          f"{settings.min_alone}: got {len(videos)} sources, "
