@@ -227,14 +227,19 @@ def test_summarise_keeps_a_methods_settings_apart_and_reads_the_truth(tiny_bench
         (line,) = [x for x in table.splitlines() if x.startswith(f"| {label} |")]
         return [c.strip() for c in line.strip("|").split("|")][1:]
 
-    evaluation, per_kind = text.split("per kind")
+    evaluation, rest = text.split("per kind")
+    per_kind, covers = rest.split("marks")
     for config, share in (("aaaaaa", "1.000 [1.000, 1.000]"), ("bbbbbb", "0.000 [0.000, 0.000]")):
         assert cells(f"center c:{config}", evaluation)[0] == str(n)  # clips: never pooled
         kinds = cells(f"center c:{config}", per_kind)
         assert kinds[-1] == f"{share} (n {n})" and all(k.startswith(share) for k in kinds)
+    for config in ("aaaaaa", "bbbbbb"):  # one voxel of 16 · 224²: 0.000 to 3 decimals
+        above_half, mean = cells(f"center c:{config}", covers)
+        assert above_half == mean == f"0.000 [0.000, 0.000] (n {n})"
     only_a = realbench.summarise_run(str(run), manifest, ["config_hash=aaa"])
-    assert "c:" not in only_a and cells("center", only_a.split("per kind")[1])[-1] == (
-        f"1.000 [1.000, 1.000] (n {n})")
+    only_a_kinds = only_a.split("marks")[0].split("per kind")[1]
+    assert "c:" not in only_a
+    assert cells("center", only_a_kinds)[-1] == f"1.000 [1.000, 1.000] (n {n})"
     elsewhere = [dict(r, video="/elsewhere/" + Path(r["video"]).name) for r in metrics]
     moved = write_output(tmp_path / "moved", elsewhere,
                          [dict(s, video="/elsewhere/x.avi") for s in maps])
@@ -310,3 +315,14 @@ def test_network_options_are_the_pipelines_own_declarations() -> None:
     config = realbench.model_config({"model": "pkg.nets:build", "mean": [0.4, 0.4, 0.4]})
     assert config.model == "pkg.nets:build" and config.mean == (0.4, 0.4, 0.4)
     assert realbench.model_config(None).model == realbench.MODEL
+
+
+def test_coverage_known_answers() -> None:
+    """Share of the voxels above half the maximum, and the mean; nan share without a positive
+    maximum (a constant zero map, an all-negative one)."""
+    m = np.array([0.0, 0.2, 0.6, 1.0], np.float32).reshape(1, 2, 2)
+    assert realbench.coverage(m) == pytest.approx((0.5, 0.45))
+    assert realbench.coverage(np.full((2, 3, 3), 0.25)) == (1.0, 0.25)
+    share, mean = realbench.coverage(-m)
+    assert np.isnan(share) and mean == pytest.approx(-0.45)
+    assert np.isnan(realbench.coverage(np.zeros((1, 2, 2)))[0])

@@ -444,7 +444,8 @@ def summarise_run(output: str, manifest: Path, where: Sequence[str] = (),
                   network: dict | None = None) -> str:
     """Markdown: per method the evaluation table of :mod:`pipeline.apps.evaluate` (deletion,
     insertion, S-PT, T-PT, the above-median mass in the true frames, cost) over all composites,
-    and the above-median mass in the truth (box or frames) per kind, with 95 % intervals.
+    the above-median mass in the truth (box or frames) per kind, and how much of the clip each
+    map marks (:func:`coverage`), with 95 % intervals.
 
     One row per variant (model, weights, config, method), labelled as the report labels it
     (``method c:<config>`` only where a method has several configs): an output holding a method
@@ -480,6 +481,7 @@ def summarise_run(output: str, manifest: Path, where: Sequence[str] = (),
         kinds[same_file(str(manifest.parent / r["video"]))] = r["kind"]
     shares: dict[tuple[str, str], list[float]] = {}
     unmatched: set[str] = set()
+    covered: dict[str, list[tuple[float, float]]] = {}
     for g in label:
         mine = [r for r in rows if _variant(r) == g]
         exact = [Selection("model", g[0]), Selection("weights_sha256", g[1] or ""),
@@ -494,6 +496,7 @@ def summarise_run(output: str, manifest: Path, where: Sequence[str] = (),
             share = above_median_share_in(maps[key][1], truths[video])
             for group in (kinds.get(video, "?"), "all"):
                 shares.setdefault((label[g], group), []).append(share)
+            covered.setdefault(label[g], []).append(coverage(maps[key][1]))
     if not shares:
         raise ValueError(f"no video of {output} is a composite of {manifest} (e.g. "
                          f"{sorted(unmatched)[0]}): run --summarise from the directory the "
@@ -509,12 +512,28 @@ def summarise_run(output: str, manifest: Path, where: Sequence[str] = (),
     for m in order:
         lines.append(f"| {m} | " + " | ".join(ci(shares.get((m, g), [])) for g in groups)
                      + " |")
+    cover = ["| method | voxels above half the map's maximum | the map's mean |",
+             "| --- | --- | --- |"]
+    for m in order:
+        c = np.asarray(covered.get(m, []), np.float64).reshape(-1, 2)
+        cover.append(f"| {m} | {ci(list(c[:, 0]))} | {ci(list(c[:, 1]))} |")
     labelled = [{**r, "method": label[_variant(r)]} for r in rows]
     return (markdown(summarise(labelled), order) + "\n\nAbove-median mass in the truth (box "
             "or frames), per kind, mean [95 % interval] (clips):\n\n" + "\n".join(lines)
+            + "\n\nHow much of the clip each map marks, mean [95 % interval] (clips); the "
+            "extremal methods' masks are in [0, 1], so their mean is the share of the clip they "
+            "keep (their areas' mean when converged):\n\n" + "\n".join(cover)
             + "\n" + (f"\n({len(unmatched)} videos of the output are not composites of this "
                       "manifest or have no map: left out of this table.)\n" if unmatched
                       else ""))
+
+
+def coverage(saliency: np.ndarray) -> tuple[float, float]:
+    """How much of the clip a float (T, H, W) map marks: (the share of its voxels above half its
+    maximum, nan when the maximum is not positive; its mean)."""
+    s = np.asarray(saliency, np.float64)
+    top = s.max()
+    return float((s > 0.5 * top).mean()) if top > 0 else float("nan"), float(s.mean())
 
 
 def same_file(video: str) -> str:
