@@ -46,8 +46,8 @@ Writes into ``OUT``:
 - ``summary.json``: the network (its options, so that ``--summarise`` reads the truth as that
   network sees it), the settings, the sources, kept / rejected counts per kind and reason, and
   the generator's wall time;
-- ``videos/``: the kept composites (16 frames, 256 × 256 MJPG: the network's 256 → 224 centre
-  crop sees the central 224 × 224, where all evidence is placed).
+- ``videos/``: the kept composites (16 frames, 256 × 256 MJPG: I3D's 256 → 224 centre crop
+  sees the central 224 × 224, where all evidence is placed).
 
 Sources: the footage catalogue of :mod:`pipeline.apps.footage` (real videos shipped in
 packages on the registries), up to ``--segments`` 16-frame segments of each
