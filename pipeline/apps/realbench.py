@@ -482,8 +482,10 @@ def summarise_run(output: str, manifest: Path, where: Sequence[str] = (),
     shares: dict[tuple[str, str], list[float]] = {}
     unmatched: set[str] = set()
     covered: dict[str, list[tuple[float, float]]] = {}
-    for g in label:
-        mine = [r for r in rows if _variant(r) == g]
+    by_variant: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_variant.setdefault(_variant(r), []).append(r)
+    for g, mine in by_variant.items():
         exact = [Selection("model", g[0]), Selection("weights_sha256", g[1] or ""),
                  Selection("config_hash", g[2] or "")]
         maps = read_maps(out, [(r["clip_id"], r["method"]) for r in mine],
@@ -542,9 +544,11 @@ def same_file(video: str) -> str:
     return video if "://" in video else str(Path(video).resolve())
 
 
-def _variant(row: dict) -> tuple[str, str, str, str]:
+def _variant(row: dict) -> tuple[str, ...]:
     """What makes a metrics row comparable with another (the report's group)."""
-    return (row["model"], row["weights_sha256"], row["config_hash"], row["method"])
+    from pipeline.apps.report.read import VARIANT_KEYS
+
+    return (*(row[k] for k in VARIANT_KEYS), row["method"])
 
 
 def round_robin(rows: list[dict]) -> list[dict]:
