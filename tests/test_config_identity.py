@@ -61,7 +61,7 @@ OTHER = {
     "fill_window": 3, "approx_adjust": True, "approx_steps": 2, "approx_at": "input",
     "t_window": 2, "t_hop": 1, "osa_window": (4, 6, 6), "osa_strides": (2, 3, 3),
     "ep_iterations": 4, "ep_areas": (0.2, 0.3), "fep_keep": 0.25, "ep_lr": 0.1,
-    "ep_reward": "prob",
+    "ep_reward": "prob", "ep_area_gain": 16.0,
     "step_core": 300.0, "metrics": False,
     "metric_steps": 5, "pointing_radius": 3.0, "insertion_blur": 1.0, "seed": 1,
     "cache_dir": "/c", "threads": 2, "max_failed_fraction": 0.5, "progress": False,
@@ -115,12 +115,13 @@ def test_an_option_changes_exactly_the_hashes_of_the_methods_that_read_it():
 
 
 def test_an_option_left_out_of_the_hash_at_its_default_keeps_older_hashes():
-    """``hash_default=False`` (``--incremental-keep``, ``--ep-reward``,
+    """``hash_default=False`` (``--incremental-keep``, ``--ep-reward``, ``--ep-area-gain``,
     ``--step-core``, ``--osa-window``, ``--osa-strides``, added after outputs existed): at its
     default the key is the one without the option, so those outputs keep their hashes."""
     omitted = [o for o in declared_options().values() if not o.hash_default]
     assert sorted(o.name for o in omitted) == sorted(
-        ["incremental_keep", "ep_reward", "step_core", "osa_window", "osa_strides"])
+        ["incremental_keep", "ep_reward", "ep_area_gain", "step_core", "osa_window",
+         "osa_strides"])
     base = config()
     for m in METHOD_NAMES:
         for o in omitted:
@@ -131,6 +132,7 @@ def test_an_option_left_out_of_the_hash_at_its_default_keeps_older_hashes():
     # --ep-lr's default became grid-dependent: hashed, so rows made before are recomputed
     assert "ep_lr" in base.result_key("ep") and "ep_lr" not in base.result_key("aosa")
     assert "ep_reward" in config(ep_reward="prob").result_key("step")
+    assert "ep_area_gain" in config(ep_area_gain=16.0).result_key("fep")
 
 
 def test_the_same_class_by_name_or_index_is_the_same_configuration():

@@ -18,6 +18,7 @@ from pipeline.config import RunConfig
 from transforms.methods.base import METHODS, MethodOptions
 from transforms.methods.extremal import (
     EPSettings,
+    area_growth,
     area_penalty,
     area_reference,
     combine_masks,
@@ -403,6 +404,41 @@ def test_pass_counts_and_a_map_of_the_clip(kind):
     assert 0.0 <= saliency.min() and saliency.max() <= 1.0
 
 
+def test_area_gain_known_answers():
+    """gain^(1 / iterations) per step: over the run λ grows by the gain; the default is the STEP
+    code's ×2 per 800 iterations whatever the run's length (not a gain)."""
+    assert area_growth(16.0, 100) ** 100 == pytest.approx(16.0, rel=1e-12)
+    assert area_growth(2.0, 800) == pytest.approx(ext.AREA_GROWTH, abs=1e-7)
+    assert area_growth(1.0, 37) == 1.0  # a constant weight
+    assert area_growth(0.5, 1) == 0.5  # a shrinking weight is the user's to choose
+    for bad in (0.0, -2.0):
+        with pytest.raises(ValueError, match="ep_area_gain must be > 0"):
+            area_growth(bad, 100)
+    plain = METHODS["ep"](None).settings()
+    assert plain.area_growth == ext.AREA_GROWTH  # the default: bit for bit what it was
+    for kind in ("ep", "step", "fep"):
+        grown = METHODS[kind](options(ep_area_gain=16.0, ep_iterations=50)).settings()
+        assert grown.area_growth == pytest.approx(16.0 ** (1 / 50))
+
+
+def test_a_growing_area_weight_meets_the_areas_where_the_reference_growth_stalls():
+    """With a step too small for the grid (the I3D failure, docs/realbench.md) the masks end far
+    above their areas at the reference's growth; the same 30 iterations with the weight grown
+    ×10 end nearer, ×1000 within 0.02 of every area: the option reaches the optimiser and does
+    what it says."""
+    common = dict(ep_iterations=30, ep_areas=(0.1, 0.2), ep_lr=0.003)
+    areas = torch.tensor([0.1, 0.2])
+    gap = {}
+    for gain in (None, 10.0, 1000.0):
+        method = METHODS["ep"](options(**common, ep_area_gain=gain))
+        engine = engine_for(BoxNet(noise=1.0))
+        masks = optimise_masks(engine, method.fill(engine), method.settings()).masks
+        gap[gain] = (masks.reshape(2, -1).mean(dim=1) - areas).abs()
+    assert (gap[None] > 0.1).all()  # stalled: the warning's condition
+    assert (gap[10.0] < gap[None]).all() and (gap[1000.0] < gap[10.0]).all()
+    assert (gap[1000.0] < 0.02).all()
+
+
 def test_the_reward_option_reaches_the_optimiser():
     """``--ep-reward prob`` (the STEP code's −log p) gives the map of an optimisation with that
     reward, and another map than the default logit's."""
@@ -468,6 +504,8 @@ def test_bad_settings_and_networks_fail_clearly():
         RunConfig(**base, step_core=-1.0).resolve()
     with pytest.raises(ValueError, match=r"^--ep-lr must be > 0, got -0.1$"):
         RunConfig(**base, ep_lr=-0.1).resolve()
+    with pytest.raises(ValueError, match=r"^--ep-area-gain must be > 0, got 0.0$"):
+        RunConfig(**base, ep_area_gain=0.0).resolve()
 
     class Constant(nn.Module):
         def forward(self, x):
