@@ -720,7 +720,7 @@ class STEP(_Extremal):
     name = "step"
     smooth = True
     core = True
-    reads = (EP_ITERATIONS, EP_AREAS, FILL, EP_LR, EP_REWARD, EP_AREA_GAIN, STEP_CORE)
+    reads = (*_Extremal.reads, STEP_CORE)
 
 
 @register_method("fep")
@@ -729,4 +729,4 @@ class FEP(_Extremal):
 
     name = "fep"
     low_pass = True
-    reads = (EP_ITERATIONS, EP_AREAS, FILL, EP_LR, EP_REWARD, EP_AREA_GAIN, FEP_KEEP)
+    reads = (*_Extremal.reads, FEP_KEEP)
